@@ -1,0 +1,1 @@
+"""The HTTP API: app factory, router composition, error mapping, health and metrics."""

@@ -1,0 +1,112 @@
+"""The app factory: one FastAPI application composed of every domain's router and the web UI.
+
+``uvicorn --factory nexus.api.app:create_app`` works as well as ``nexus serve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.concurrency import run_in_threadpool
+
+from nexus import __version__
+from nexus.api import health
+from nexus.api.middleware import BodySizeLimitMiddleware, Metrics, RequestContextMiddleware
+from nexus.api.problems import ERROR_RESPONSES, install_problem_handlers
+from nexus.core.logging import configure_logging, get_logger
+from nexus.core.ratelimit import RateLimit
+from nexus.core.settings import Settings
+from nexus.storage import migrate
+from nexus.storage.database import Database
+from nexus.web import routes as web_routes
+from nexus.workspaces import views as workspaces_views
+from nexus.workspaces.deps import PUBLIC, is_authorizing
+
+API_PREFIX = "/v1"
+log = get_logger("nexus.api")
+
+DOMAIN_ROUTERS = [workspaces_views.router]
+
+
+class UnguardedRouteError(RuntimeError):
+    """A route with neither an authorization dependency nor the PUBLIC marker."""
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    if configure_logs:
+        configure_logging(level=settings.log_level, fmt=settings.resolved_log_format)
+    database = Database(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.is_embedded_database:
+            # The embedded database is ours alone: bring it to the current schema on start.
+            await run_in_threadpool(migrate.upgrade, database.url)
+        log.info("nexus started", version=__version__, database=database.dialect)
+        yield
+        database.dispose()
+
+    app = FastAPI(
+        title="NEXUS",
+        version=__version__,
+        summary="Emotion-aware, self-optimising sales funnels.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.metrics = Metrics()
+    app.state.login_limit = RateLimit(
+        settings.login_rate_limit, message="Too many sign-in attempts for this account."
+    )
+    app.state.login_ip_limit = RateLimit(
+        settings.login_ip_rate_limit, message="Too many sign-in attempts from this address."
+    )
+
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    for router in DOMAIN_ROUTERS:
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    web_routes.install(app)
+
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    assert_every_route_guarded(app)
+    app.state.metrics.route_templates.update({id(route): path for path, route in api_routes(app)})
+    return app
+
+
+def api_routes(app: FastAPI) -> list[tuple[str, APIRoute]]:
+    """Every API route with its full path template (``/v1/keys/{key_id}``)."""
+    out = []
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, APIRoute):
+            out.append((context.path_format or route.path_format, route))
+    return out
+
+
+def assert_every_route_guarded(app: FastAPI) -> None:
+    """Refuse to build an app with a route that is neither authorized nor marked public."""
+    for path, route in api_routes(app):
+        extra: dict[str, Any] = route.openapi_extra or {}
+        if extra.get(PUBLIC_KEY) or _authorizes(route.dependant):
+            continue
+        raise UnguardedRouteError(
+            f"{sorted(route.methods or ())} {path} has no Authorize dependency "
+            "and is not marked PUBLIC"
+        )
+
+
+PUBLIC_KEY = next(iter(PUBLIC))
+
+
+def _authorizes(dependant: Dependant) -> bool:
+    return any(is_authorizing(d.call) or _authorizes(d) for d in dependant.dependencies)

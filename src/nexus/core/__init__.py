@@ -1,0 +1,1 @@
+"""Foundations every other package builds on; imports nothing else of nexus."""

@@ -1,0 +1,114 @@
+"""Structured logging: JSON in production, readable in development, a request id on every line.
+
+Secrets never reach a log line. :func:`redact` runs last before rendering and blanks any field
+whose name says it holds a secret, and any value anywhere that has the shape of a NEXUS
+credential (``nx_pub_…``, ``nx_sec_…``, session tokens), so a secret that slips into an
+exception message or a URL is caught too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from contextvars import ContextVar
+from typing import Any, Literal
+
+import structlog
+
+REDACTED = "[redacted]"
+_SECRET_FIELD = re.compile(
+    r"pass(word)?|secret|token|api[_-]?key|authorization|cookie|csrf|credential|session",
+    re.IGNORECASE,
+)
+# NEXUS credentials share the ``nx_`` prefix (see nexus.workspaces.service).
+_SECRET_VALUE = re.compile(r"nx_(pub|sec|ses)_[A-Za-z0-9_\-]{8,}")
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SECRET_VALUE.sub(REDACTED, value)
+    if isinstance(value, Mapping):
+        return {
+            k: (REDACTED if isinstance(k, str) and _SECRET_FIELD.search(k) else _scrub(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: blank secret-named fields and credential-shaped values."""
+    for key in list(event_dict):
+        if key != "event" and _SECRET_FIELD.search(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+def _add_request_id(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    request_id = request_id_var.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
+
+
+def configure_logging(
+    *, level: str = "info", fmt: Literal["json", "console"] = "console", stream: Any = None
+) -> None:
+    """Route structlog and the standard library (uvicorn, alembic) through one pipeline."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        _add_request_id,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info if fmt == "json" else _identity,
+        redact,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "alembic"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # NEXUS writes its own access log (without query strings, which may carry tokens).
+    logging.getLogger("uvicorn.access").handlers[:] = []
+    logging.getLogger("uvicorn.access").propagate = False
+
+
+def _identity(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    return event_dict
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

@@ -1,0 +1,129 @@
+"""NEXUS settings: one pydantic-settings class, every field overridable as ``NEXUS_<FIELD>``.
+
+In development NEXUS runs with no configuration at all: data lives in ``.nexus/`` (SQLite now,
+DuckDB and keys later) and a random secret key is generated there on first use. In production
+it refuses to start while a secret is missing or still a known default, and says which.
+"""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nexus.core.errors import ConfigurationError
+
+# Values that must never protect a production deployment: documentation examples and the
+# placeholders people copy from them.
+KNOWN_DEFAULT_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "nexus", "development", "dev", "insecure"}
+)
+MIN_SECRET_LENGTH = 32
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Every knob of a NEXUS process. See docs/configuration.md for each."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEXUS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path(".nexus")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is a SQLite file in data_dir. "
+        "postgresql://… selects PostgreSQL (psycopg 3).",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs sessions and CSRF tokens. Required in production.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    session_ttl_hours: int = Field(default=24 * 14, ge=1)
+    login_rate_limit: str = "5/minute"
+    login_ip_rate_limit: str = "30/minute"
+    cookie_secure: bool | None = Field(
+        default=None, description="Secure cookies; default on in production only."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> Settings:
+        if self.env is not Environment.PRODUCTION:
+            return self
+        key = self.secret_key.get_secret_value() if self.secret_key else None
+        if key is None:
+            raise ConfigurationError(
+                "NEXUS_SECRET_KEY is missing: production needs a random secret of at least "
+                f"{MIN_SECRET_LENGTH} characters (generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        if key.strip().lower() in KNOWN_DEFAULT_SECRETS or len(key) < MIN_SECRET_LENGTH:
+            raise ConfigurationError(
+                "NEXUS_SECRET_KEY is a default or too short: production needs a random secret "
+                f"of at least {MIN_SECRET_LENGTH} characters"
+            )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, with PostgreSQL URLs pinned to the psycopg 3 driver."""
+        if self.database_url is None:
+            return f"sqlite:///{(self.data_dir / 'nexus.db').as_posix()}"
+        url = self.database_url
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.is_production if self.cookie_secure is None else self.cookie_secure
+
+    @property
+    def resolved_log_format(self) -> Literal["json", "console"]:
+        if self.log_format == "auto":
+            return "json" if self.is_production else "console"
+        return self.log_format
+
+    @cached_property
+    def signing_key(self) -> bytes:
+        """The secret that signs cookies and CSRF tokens.
+
+        Outside production a missing key is generated once and kept in ``data_dir`` so that
+        sessions survive restarts; production never gets here without one (see the validator).
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "secret.key"
+        if path.exists():
+            return path.read_bytes().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48).encode()
+        path.touch(mode=0o600)
+        path.write_bytes(key)
+        return key

@@ -1,0 +1,12 @@
+"""Every table of every domain, registered on ``nexus.storage.base.Base.metadata``.
+
+Alembic's environment and the schema tests import this module to see the whole schema. Add a
+domain's models here when the domain gets tables.
+"""
+
+from nexus.storage.base import Base
+from nexus.workspaces import models as workspaces_models
+
+metadata = Base.metadata
+
+__all__ = ["metadata", "workspaces_models"]

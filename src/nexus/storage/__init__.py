@@ -1,0 +1,1 @@
+"""Relational storage: the SQLAlchemy engine and session, base models, Alembic migrations."""

@@ -1,0 +1,71 @@
+"""Cursor pagination over any ``SELECT`` of one entity, keyed by a unique, sortable column.
+
+The cursor is opaque to clients (URL-safe base64 of the last key seen). Keyset pagination keeps
+pages stable while rows are inserted, unlike offsets.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from nexus.core.errors import FieldError, InvalidInput
+
+MAX_PAGE_SIZE = 200
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    next_cursor: str | None
+
+
+def encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput(
+            "The cursor is not one this API returned.",
+            errors=[FieldError(("query", "cursor"), "invalid cursor")],
+        ) from exc
+
+
+def paginate(
+    session: Session,
+    stmt: Select[T],
+    *,
+    key: InstrumentedAttribute[Any],
+    cursor: str | None,
+    limit: int,
+) -> Page[T]:
+    """One page of ``stmt`` ordered by ``key``, starting after ``cursor``."""
+    limit = max(1, min(limit, MAX_PAGE_SIZE))
+    if cursor:
+        stmt = stmt.where(key > decode_cursor(cursor))
+    rows = list(session.scalars(stmt.order_by(key).limit(limit + 1)))
+    if len(rows) <= limit:
+        return Page(rows, None)
+    last = rows[limit - 1]
+    return Page(rows[:limit], encode_cursor(str(getattr(last, key.key))))
+
+
+class Paginated(BaseModel, Generic[T]):
+    """A page of results on the wire: ``GET …?cursor=<next_cursor>`` fetches the next one."""
+
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null at the end."
+    )

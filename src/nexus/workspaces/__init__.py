@@ -1,0 +1,1 @@
+"""Tenancy and identity: workspaces, users and their roles, API keys, dashboard sessions."""

@@ -1,0 +1,185 @@
+"""Request dependencies every domain's views use: the database session and who is calling.
+
+Every route either declares :func:`Authorize` (directly or through :data:`CurrentPrincipal`)
+or is registered with ``openapi_extra=PUBLIC``; the app factory refuses to start otherwise, so a
+new route cannot be forgotten open.
+
+Credentials, in the order they are looked for:
+
+* ``Authorization: Bearer <key>`` — a secret key (admin API) or public write key;
+* ``Authorization: Basic <key>:`` — a write key as the username, as Segment's SDKs send it;
+* the ``nexus_session`` cookie of a dashboard login; unsafe methods then also need the
+  session's CSRF token in ``X-CSRF-Token``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from nexus.core.errors import NexusError, NotFound, PermissionDenied, Unauthenticated
+from nexus.core.settings import Settings
+from nexus.storage.database import Database
+from nexus.storage.pagination import MAX_PAGE_SIZE
+from nexus.workspaces import service
+from nexus.workspaces.models import DashboardSession, Permission, Principal, PrincipalKind
+
+SESSION_COOKIE = "nexus_session"
+CSRF_HEADER = "X-CSRF-Token"
+WORKSPACE_HEADER = "Nexus-Workspace"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# Marks a route as deliberately open to anonymous callers:
+# ``@router.get(..., openapi_extra=PUBLIC)``.
+PUBLIC: dict[str, Any] = {"x-nexus-public": True}
+AUTH_MARKER = "__nexus_authorizes__"
+
+
+class WorkspaceRequired(NexusError):
+    status = 400
+    code = "workspace-required"
+    title = "No workspace selected"
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """One session per request, committed after the endpoint returns and before the response
+    is sent (``scope="function"``), so a 2xx always means the change is stored."""
+    with get_database(request).session() as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(get_db, scope="function")]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+
+
+def _bearer_or_basic(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value:
+        try:
+            username, _, _password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise _unauthenticated("The Basic credentials are not valid base64.") from None
+        return username or None
+    raise _unauthenticated("Use 'Authorization: Bearer <key>'.")
+
+
+def _unauthenticated(detail: str) -> Unauthenticated:
+    return Unauthenticated(detail, headers={"WWW-Authenticate": 'Bearer realm="nexus"'})
+
+
+def session_from_cookie(request: Request, db: Session) -> DashboardSession | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    return service.resolve_session(db, token=token) if token else None
+
+
+def check_csrf(dashboard_session: DashboardSession, presented: str | None) -> None:
+    if not presented or not hmac.compare_digest(presented, dashboard_session.csrf_token):
+        raise PermissionDenied(
+            f"Missing or wrong CSRF token: send the session's token in {CSRF_HEADER}."
+        )
+
+
+def _identify(request: Request, db: Session, workspace_id: str | None) -> Principal:
+    token = _bearer_or_basic(request)
+    if token is not None:
+        principal = service.principal_for_key(db, token=token)
+        if principal is None:
+            raise _unauthenticated("Unknown or revoked API key.")
+        if workspace_id is not None and workspace_id != principal.workspace_id:
+            raise NotFound(f"No workspace {workspace_id}.")
+        return principal
+    dashboard_session = session_from_cookie(request, db)
+    if dashboard_session is None:
+        raise _unauthenticated("Authentication required: send an API key or log in.")
+    if request.method not in SAFE_METHODS:
+        check_csrf(dashboard_session, request.headers.get(CSRF_HEADER))
+    chosen = (
+        workspace_id
+        or request.headers.get(WORKSPACE_HEADER)
+        or dashboard_session.current_workspace_id
+    )
+    return service.principal_for_user(
+        db, user_id=dashboard_session.user_id, workspace_id=chosen, session_id=dashboard_session.id
+    )
+
+
+def Authorize(  # noqa: N802 - reads as a type annotation: Annotated[Principal, Authorize(...)]
+    permission: Permission | None = None, *, workspace_param: str | None = None
+) -> Any:
+    """Dependency: the caller's :class:`Principal`, checked for ``permission``.
+
+    The workspace is the one named by the path parameter ``workspace_param`` if given, else
+    the key's own, else the one chosen by a dashboard user (``Nexus-Workspace`` header or the
+    session's current workspace). A workspace the caller cannot see is 404, a permission the
+    caller lacks there is 403. With ``permission=None`` any authenticated caller passes,
+    with or without a workspace.
+    """
+
+    def authorize(request: Request, db: DbSession) -> Principal:
+        workspace_id = request.path_params.get(workspace_param) if workspace_param else None
+        principal = _identify(request, db, workspace_id)
+        if permission is None:
+            return principal
+        if principal.workspace_id is None:
+            raise WorkspaceRequired(
+                f"Choose a workspace: send its id in the {WORKSPACE_HEADER} header."
+            )
+        if not principal.can(permission):
+            raise PermissionDenied(
+                f"This needs the '{permission.value}' permission, which the caller lacks here."
+            )
+        return principal
+
+    setattr(authorize, AUTH_MARKER, True)
+    return Depends(authorize)
+
+
+CurrentPrincipal = Annotated[Principal, Authorize()]
+
+
+def require_user(principal: Principal) -> str:
+    """The user id behind ``principal``; keys may not do what only a person may."""
+    if principal.kind is not PrincipalKind.USER or principal.user_id is None:
+        raise PermissionDenied("Only a signed-in user can do this, not an API key.")
+    return principal.user_id
+
+
+def is_authorizing(call: Callable[..., Any] | None) -> bool:
+    return call is not None and getattr(call, AUTH_MARKER, False)
+
+
+class PageParams:
+    """``?cursor=&limit=`` of every list endpoint."""
+
+    def __init__(
+        self,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    ) -> None:
+        self.cursor = cursor
+        self.limit = limit
+
+
+PageQuery = Annotated[PageParams, Depends()]
