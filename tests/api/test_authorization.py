@@ -14,6 +14,8 @@ A route whose path parameters this file cannot fill fails the test: extend ``obj
 from __future__ import annotations
 
 import re
+from types import UnionType
+from typing import get_args
 
 import pytest
 from fastapi.routing import APIRoute
@@ -69,7 +71,9 @@ def _body(method: str, path: str, route: APIRoute) -> dict[str, object] | None:
     field = route.body_field
     if field is None:
         return {}
-    name = getattr(field.field_info.annotation, "__name__", str(field.field_info.annotation))
+    annotation = field.field_info.annotation
+    members = get_args(annotation) if isinstance(annotation, UnionType) else (annotation,)
+    name = " | ".join(getattr(m, "__name__", str(m)) for m in members)
     if name not in SAMPLE_BODIES:
         pytest.fail(f"{method} {route.path}: add a valid sample of {name} to SAMPLE_BODIES")
     return SAMPLE_BODIES[name]

@@ -58,7 +58,7 @@ def test_members_can_be_added_changed_and_removed(client: TestClient, world: Wor
     unknown = client.post(
         "/v1/members", json={"email": "ghost@nowhere.test", "role": "viewer"}, headers=headers
     )
-    assert unknown.status_code == 422
+    assert unknown.status_code == 404
     assert unknown.json()["errors"][0]["loc"] == ["body", "email"]
     changed = client.patch(
         f"/v1/members/{outsider.user_id}", json={"role": "viewer"}, headers=headers

@@ -116,6 +116,9 @@ def demo(host: HostOption = None, port: PortOption = None) -> None:
     settings = load_settings()
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings.model_copy(update=overrides)
+    # Before touching any credential: a second demo on a busy port must not rotate the
+    # password and key of the one already running.
+    _check_port_free(settings.host, settings.port)
     password = secrets.token_urlsafe(12)
     with database_session(settings) as db:
         user = service.get_user_by_email(db, email=DEMO_EMAIL)

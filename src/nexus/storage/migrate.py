@@ -39,6 +39,8 @@ def downgrade(url: str, revision: str = "base") -> None:
 
 def current_revision(target: str | Engine) -> str | None:
     """The revision a database is at (None if never migrated), by URL or through an engine."""
+    if isinstance(target, str):
+        ensure_sqlite_directory(target)
     engine = create_engine(target) if isinstance(target, str) else target
     try:
         with engine.connect() as conn:

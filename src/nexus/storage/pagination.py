@@ -19,6 +19,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from nexus.core.errors import FieldError, InvalidInput
 
 MAX_PAGE_SIZE = 200
+# Unpadded base64url, exactly: any string of this shape decodes, so the schema says the truth.
+CURSOR_PATTERN = r"^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$"
 T = TypeVar("T")
 
 
@@ -35,8 +37,11 @@ def encode_cursor(key: str) -> str:
 def decode_cursor(cursor: str) -> str:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raw = base64.b64decode(padded.encode(), altchars=b"-_", validate=True)
+        # A well-formed cursor we did not issue simply points somewhere in the key order.
+        # (PostgreSQL text cannot hold NUL, so it is dropped rather than sent.)
+        return raw.decode("utf-8", errors="replace").replace("\x00", "")
+    except (binascii.Error, ValueError) as exc:
         raise InvalidInput(
             "The cursor is not one this API returned.",
             errors=[FieldError(("query", "cursor"), "invalid cursor")],

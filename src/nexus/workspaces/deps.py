@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from nexus.core.errors import NexusError, NotFound, PermissionDenied, Unauthenticated
 from nexus.core.settings import Settings
 from nexus.storage.database import Database
-from nexus.storage.pagination import MAX_PAGE_SIZE
+from nexus.storage.pagination import CURSOR_PATTERN, MAX_PAGE_SIZE
 from nexus.workspaces import service
 from nexus.workspaces.models import DashboardSession, Permission, Principal, PrincipalKind
 
@@ -175,7 +175,10 @@ class PageParams:
 
     def __init__(
         self,
-        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        cursor: Annotated[
+            str | None,
+            Query(max_length=512, pattern=CURSOR_PATTERN, description="next_cursor of a page."),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     ) -> None:
         self.cursor = cursor

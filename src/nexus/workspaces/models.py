@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy import JSON, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -150,7 +150,10 @@ class DashboardSession(CreatedAt, Base):
 
 # --- API schemas ----------------------------------------------------------------------------
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# At least one visible character: the schema says so too (pattern), not only the stripping.
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")
+]
 # Deliberately lenient: self-hosted teams sign in with addresses on internal domains
 # (``ops@shop.local``) that strict validators reject as special-use.
 Email = Annotated[
@@ -211,14 +214,40 @@ class MemberRead(_Schema):
     created_at: datetime
 
 
+class KeyScope(StrEnum):
+    """What a secret key may be allowed; the owner role is never delegated to a key."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+    INGEST = "ingest"
+    DECIDE = "decide"
+
+
 class ApiKeyCreate(_Schema):
+    # The rule below, stated in the schema too, so generated clients and contract tests know it.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": "public"}}, "required": ["kind"]},
+            "then": {"properties": {"scopes": {"type": "null"}}},
+        },
+    )
+
     name: Name
     kind: KeyKind = KeyKind.SECRET
-    scopes: list[Permission] | None = Field(
+    scopes: list[KeyScope] | None = Field(
         default=None,
+        min_length=1,
         description="Secret keys only; defaults to every scope the caller holds. "
-        "Public keys always have exactly ingest and decide.",
+        "Public write keys always have exactly ingest and decide.",
     )
+
+    @model_validator(mode="after")
+    def _public_keys_take_no_scopes(self) -> ApiKeyCreate:
+        if self.kind is KeyKind.PUBLIC and self.scopes is not None:
+            raise ValueError("public write keys take no scopes: they may only ingest and decide")
+        return self
 
 
 class ApiKeyRead(_Schema):

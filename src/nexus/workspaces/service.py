@@ -239,7 +239,7 @@ def add_member(
     _check_role_change(actor, old=None, new=role)
     user = get_user_by_email(session, email=email)
     if user is None:
-        raise InvalidInput(
+        raise NotFound(
             f"No user with e-mail {email}; create the account first (nexus user create).",
             errors=[FieldError(("body", "email"), "no such user")],
         )

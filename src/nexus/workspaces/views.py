@@ -194,7 +194,7 @@ def create_key(body: ApiKeyCreate, principal: AdminPrincipal, db: DbSession) -> 
         workspace_id=principal.workspace_id,
         name=body.name,
         kind=body.kind,
-        scopes=body.scopes,
+        scopes=None if body.scopes is None else [Permission(s) for s in body.scopes],
         created_by=principal.user_id,
         actor=principal,
     )
