@@ -109,3 +109,10 @@ def test_request_id_is_echoed_when_sane(client: TestClient) -> None:
     )
     generated = client.get("/healthz", headers={"x-request-id": "bad id\n"}).headers["x-request-id"]
     assert generated.startswith("req_")
+
+
+def test_nul_bytes_are_refused_before_the_database(client: TestClient, world: World) -> None:
+    """PostgreSQL text cannot hold NUL: the schema refuses it, so no backend sees it."""
+    response = client.post("/v1/keys", json={"name": "a\x00b"}, headers=bearer(world.a.secret_key))
+    body = _problem(response, 422, "validation-error")
+    assert body["errors"][0]["loc"] == ["body", "name"]  # type: ignore[index]

@@ -188,3 +188,13 @@ def test_pagination_walks_every_item_once(database: Database) -> None:
                 break
             cursor = page.next_cursor
         assert seen == sorted(created)
+
+
+def test_a_new_password_ends_open_sessions(database: Database, world: World) -> None:
+    owner = world.a.members[Role.OWNER]
+    with database.session() as db:
+        _, token = service.create_session(db, user_id=owner.user_id, ttl=timedelta(hours=1))
+        service.set_password(db, user_id=owner.user_id, password="a brand new password")
+        assert service.resolve_session(db, token=token) is None
+        assert service.authenticate(db, email=owner.email, password=PASSWORD) is None
+        assert service.authenticate(db, email=owner.email, password="a brand new password")

@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         version=__version__,
         summary="Emotion-aware, self-optimising sales funnels.",
         lifespan=lifespan,
-        docs_url="/docs",
+        # FastAPI's /docs and /redoc pages load their scripts from a CDN; NEXUS makes no
+        # network calls at run time, so it serves the OpenAPI document alone.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.settings = settings

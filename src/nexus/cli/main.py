@@ -125,7 +125,7 @@ def demo(host: HostOption = None, port: PortOption = None) -> None:
         if user is None:
             user = service.create_user(db, email=DEMO_EMAIL, password=password, name="Demo")
         else:
-            user.password_hash = service.hash_password(password)
+            service.set_password(db, user_id=user.id, password=password)
         roles = service.roles_of(db, user_id=user.id)
         owned = [ws for ws, role in roles.items() if role is Role.OWNER]
         if owned:

@@ -7,7 +7,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from sqlalchemy import JSON, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -150,16 +157,30 @@ class DashboardSession(CreatedAt, Base):
 
 # --- API schemas ----------------------------------------------------------------------------
 
-# At least one visible character: the schema says so too (pattern), not only the stripping.
+# Explicit ASCII whitespace, not ``\s``: the schema's regex dialect (ECMAScript) and Python's
+# disagree about characters such as U+0085, and the schema must say exactly what is accepted.
+_ASCII_SPACE = " \t\r\n\f\v"
+
+
+def _trim(value: str) -> str:
+    return value.strip(_ASCII_SPACE)
+
+
+# At least one non-space character, trimmed of surrounding spaces; never NUL, which
+# PostgreSQL text cannot hold.
 Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")
+    str,
+    StringConstraints(max_length=200, pattern=f"^[^\x00]*[^\x00{_ASCII_SPACE}][^\x00]*$"),
+    AfterValidator(_trim),
 ]
 # Deliberately lenient: self-hosted teams sign in with addresses on internal domains
 # (``ops@shop.local``) that strict validators reject as special-use.
 Email = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, to_lower=True, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$"
+        max_length=320,
+        pattern=f"^[^@\x00{_ASCII_SPACE}]+@[^@\x00{_ASCII_SPACE}]+$",
+        to_lower=True,
     ),
 ]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]

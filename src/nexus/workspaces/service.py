@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -82,6 +82,15 @@ def create_user(session: Session, *, email: str, password: str, name: str = "") 
         )
     user = User(id=new_id("usr"), email=email, name=name, password_hash=hash_password(password))
     session.add(user)
+    session.flush()
+    return user
+
+
+def set_password(session: Session, *, user_id: str, password: str) -> User:
+    """A new password; every open dashboard session of the user ends with the old one."""
+    user = get_user(session, user_id=user_id)
+    user.password_hash = hash_password(password)
+    session.execute(delete(DashboardSession).where(DashboardSession.user_id == user_id))
     session.flush()
     return user
 
