@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -120,26 +121,20 @@ def test_migrate_reports_the_revision(data_dir: Path) -> None:
     assert "already at revision" in again.stdout
 
 
-def test_serve_reports_a_busy_port(data_dir: Path) -> None:
-    import socket
-
+def _on_a_busy_port(data_dir: Path, command: str) -> subprocess.CompletedProcess[str]:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = str(taken.getsockname()[1])
-        result = nexus(data_dir, "serve", "--port", port)
-    assert "cannot listen" in _one_line_error(result, 1)
+        return nexus(data_dir, command, "--port", str(taken.getsockname()[1]))
+
+
+def test_serve_reports_a_busy_port(data_dir: Path) -> None:
+    assert "cannot listen" in _one_line_error(_on_a_busy_port(data_dir, "serve"), 1)
 
 
 def test_demo_on_a_busy_port_changes_nothing(data_dir: Path) -> None:
     """A second demo must not rotate the credentials of the one already serving."""
-    import socket
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = str(taken.getsockname()[1])
-        result = nexus(data_dir, "demo", "--port", port)
+    result = _on_a_busy_port(data_dir, "demo")
     assert "cannot listen" in _one_line_error(result, 1)
     assert "sign in" not in result.stdout
     listed = nexus(data_dir, "workspace", "list", "--json")
