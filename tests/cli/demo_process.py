@@ -19,6 +19,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -241,6 +243,22 @@ class DemoProcess:
             f"GET /readyz did not answer 200 within {timeout:.0f} s of start (last: {last})\n"
             + self.output()
         )
+
+
+@contextmanager
+def running_demo(root: Path) -> Iterator[tuple[DemoProcess, DemoInfo, float]]:
+    """A demo on a fresh data directory under ``root``, ready to serve; always stopped.
+
+    Yields the process, what it printed, and seconds from start until ``/readyz`` said 200.
+    """
+    process = DemoProcess(data_dir=root / "data", workdir=root)
+    try:
+        process.start()
+        info = process.wait_for_banner()
+        ready_after_s = process.wait_ready(info.url)
+        yield process, info, ready_after_s
+    finally:
+        process.stop()
 
 
 def http_login(client: httpx.Client, email: str, password: str) -> httpx.Response:

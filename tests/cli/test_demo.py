@@ -15,7 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.demo_process import READY_TIMEOUT_S, DemoInfo, DemoProcess, http_login
+from tests.cli.demo_process import (
+    READY_TIMEOUT_S,
+    DemoInfo,
+    DemoProcess,
+    http_login,
+    running_demo,
+)
 
 SESSION_COOKIE = "nexus_session"
 
@@ -30,15 +36,8 @@ class RunningDemo:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDemo]:
     """One demo server shared by the read-only checks below; always stopped afterwards."""
-    root = tmp_path_factory.mktemp("demo")
-    process = DemoProcess(data_dir=root / "data", workdir=root)
-    try:
-        process.start()
-        info = process.wait_for_banner()
-        ready_after_s = process.wait_ready(info.url)
+    with running_demo(tmp_path_factory.mktemp("demo")) as (process, info, ready_after_s):
         yield RunningDemo(process, info, ready_after_s)
-    finally:
-        process.stop()
 
 
 def _cookie_attributes(set_cookie: str) -> tuple[str, set[str]]:

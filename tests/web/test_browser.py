@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.cli.demo_process import DemoInfo, DemoProcess
+from tests.cli.demo_process import DemoInfo, running_demo
 
 pytestmark = pytest.mark.browser
 
@@ -38,15 +38,8 @@ def _chromium_path() -> str:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInfo]:
     """One demo server for every browser test of this module; always stopped afterwards."""
-    root = tmp_path_factory.mktemp("browser-demo")
-    process = DemoProcess(data_dir=root / "data", workdir=root)
-    try:
-        process.start()
-        info = process.wait_for_banner()
-        process.wait_ready(info.url)
+    with running_demo(tmp_path_factory.mktemp("browser-demo")) as (_process, info, _ready):
         yield info
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

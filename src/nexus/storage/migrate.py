@@ -6,6 +6,7 @@ migrate its database without an ``alembic.ini`` on disk.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -50,5 +51,7 @@ def current_revision(target: str | Engine) -> str | None:
             engine.dispose()
 
 
+@cache
 def head_revision() -> str | None:
+    """The newest revision the code knows; fixed for the life of the process, so read once."""
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
