@@ -19,6 +19,8 @@ from sqlalchemy import text
 
 from nexus.api.app import create_app
 from nexus.core.settings import Environment, Settings
+from nexus.funnels import service as funnels
+from nexus.funnels.models import FunnelCreate
 from nexus.schema import metadata
 from nexus.storage import migrate
 from nexus.storage.database import Database
@@ -106,6 +108,7 @@ class Tenant:
     read_only_key: str = ""
     write_key: str = ""
     secret_key_id: str = ""
+    funnel_id: str = ""
 
 
 @dataclass
@@ -138,6 +141,11 @@ def make_tenant(database: Database, label: str) -> Tenant:
             scopes=[Permission.READ],
         )
         tenant.write_key = service.public_write_key(db, workspace_id=workspace.id) or ""
+        tenant.funnel_id = funnels.create_funnel(
+            db,
+            workspace_id=workspace.id,
+            data=FunnelCreate(name="Signup", steps=[{"event": "Viewed"}, {"event": "Signed Up"}]),
+        ).id
     return tenant
 
 

@@ -112,3 +112,22 @@ def test_wrong_password_shows_an_error(page: Page, demo: DemoInfo) -> None:
     expect(page.get_by_test_id("login-error")).to_have_text("Wrong e-mail or password.")
     expect(page).to_have_url(f"{demo.url}/login")
     expect(page.get_by_test_id("workspace-name")).to_have_count(0)
+
+
+def test_funnel_and_live_events_pages(page: Page, demo: DemoInfo) -> None:
+    """The demo's seeded funnel shows its narrowing steps, and the live events page gets new
+    rows over server-sent events while it is open (the demo's live traffic sends them)."""
+    _sign_in(page, demo.email, demo.password)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Funnels").click()
+    expect(page).to_have_url(f"{demo.url}/funnels")
+    funnel = page.get_by_test_id("funnel").first
+    expect(funnel).to_contain_text("Checkout")
+    counts = [int(c) for c in funnel.get_by_test_id("step-count").all_inner_texts()]
+    assert len(counts) == 4
+    assert counts[0] > 0
+    assert counts == sorted(counts, reverse=True)
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Live events").click()
+    expect(page.get_by_test_id("live-status")).to_have_text("(live)")
+    # A row that arrived through the stream carries the message id the script set on it.
+    expect(page.locator("#live-events tr[data-message-id]").first).to_be_attached(timeout=20_000)

@@ -16,11 +16,19 @@ from starlette.concurrency import run_in_threadpool
 
 from nexus import __version__
 from nexus.api import health
-from nexus.api.middleware import BodySizeLimitMiddleware, Metrics, RequestContextMiddleware
+from nexus.api.middleware import (
+    BodySizeLimitMiddleware,
+    IngestCorsMiddleware,
+    Metrics,
+    RequestContextMiddleware,
+)
 from nexus.api.problems import ERROR_RESPONSES, install_problem_handlers
 from nexus.core.logging import configure_logging, get_logger
 from nexus.core.ratelimit import RateLimit
 from nexus.core.settings import Settings
+from nexus.events import service as events_service
+from nexus.events import views as events_views
+from nexus.funnels import views as funnels_views
 from nexus.storage import migrate
 from nexus.storage.database import Database
 from nexus.web import routes as web_routes
@@ -30,7 +38,7 @@ from nexus.workspaces.deps import PUBLIC, is_authorizing
 API_PREFIX = "/v1"
 log = get_logger("nexus.api")
 
-DOMAIN_ROUTERS = [workspaces_views.router]
+DOMAIN_ROUTERS = [workspaces_views.router, events_views.router, funnels_views.router]
 
 
 class UnguardedRouteError(RuntimeError):
@@ -48,9 +56,17 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         if settings.is_embedded_database:
             # The embedded database is ours alone: bring it to the current schema on start.
             await run_in_threadpool(migrate.upgrade, database.url)
+        events = await run_in_threadpool(events_service.EventsRuntime.open, settings)
+        app.state.events = events
+        events.start()
         log.info("nexus started", version=__version__, database=database.dialect)
-        yield
-        database.dispose()
+        try:
+            yield
+        finally:
+            # Store what was acknowledged before the process goes (a kill -9 skips this; the
+            # journal then replays on the next start).
+            await run_in_threadpool(events.close)
+            database.dispose()
 
     app = FastAPI(
         title="NEXUS",
@@ -65,6 +81,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.state.settings = settings
     app.state.database = database
     app.state.metrics = Metrics()
+    app.state.ingest_keys = {}
     app.state.login_limit = RateLimit(
         settings.login_rate_limit, message="Too many sign-in attempts for this account."
     )
@@ -79,6 +96,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     web_routes.install(app)
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(IngestCorsMiddleware, paths=events_views.INGEST_PATHS)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     assert_every_route_guarded(app)
     app.state.metrics.route_templates.update({id(route): path for path, route in api_routes(app)})

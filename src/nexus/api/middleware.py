@@ -174,3 +174,48 @@ def _header(scope: Scope, name: bytes) -> str | None:
             decoded: str = value.decode("latin-1")
             return decoded
     return None
+
+
+class IngestCorsMiddleware:
+    """CORS for the ingestion endpoints only, so that SDKs in any site's pages can post.
+
+    Write keys are public and carry no cookies' authority here, so any origin may send; the
+    rest of the API stays same-origin.
+    """
+
+    def __init__(self, app: ASGIApp, *, paths: frozenset[str]) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") == "OPTIONS":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204,
+                    "headers": [
+                        *_CORS_HEADERS,
+                        (b"access-control-allow-methods", b"POST, OPTIONS"),
+                        (
+                            b"access-control-allow-headers",
+                            b"authorization, content-type, content-encoding",
+                        ),
+                        (b"access-control-max-age", b"86400"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *_CORS_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+_CORS_HEADERS = [(b"access-control-allow-origin", b"*")]

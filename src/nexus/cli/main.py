@@ -19,6 +19,8 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nexus import __version__
+from nexus.cli.events import export_app, import_app
+from nexus.cli.funnels import funnel_app
 from nexus.cli.output import console, fail, print_json, print_table
 from nexus.core.errors import NexusError
 from nexus.core.settings import Settings
@@ -40,6 +42,9 @@ key_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(workspace_app, name="workspace")
 app.add_typer(user_app, name="user")
 app.add_typer(key_app, name="key")
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
+app.add_typer(funnel_app, name="funnel")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 HostOption = Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")]
@@ -109,9 +114,18 @@ DEMO_WORKSPACE = "Demo Shop"
 
 
 @app.command()
-def demo(host: HostOption = None, port: PortOption = None) -> None:
-    """Serve NEXUS with a demo workspace, and print its URL, login and keys."""
+def demo(
+    host: HostOption = None,
+    port: PortOption = None,
+    traffic: Annotated[
+        bool, typer.Option(help="Send a few live visitors' events every 2 s.")
+    ] = True,
+) -> None:
+    """Serve NEXUS with a demo workspace (a week of shop traffic, a funnel, live visitors),
+    and print its URL, login and keys."""
     import secrets  # noqa: PLC0415
+
+    from nexus.cli import demo_data  # noqa: PLC0415
 
     settings = load_settings()
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
@@ -140,6 +154,7 @@ def demo(host: HostOption = None, port: PortOption = None) -> None:
             db, workspace_id=workspace.id, name="demo", kind=KeyKind.SECRET
         )
         write_key = service.public_write_key(db, workspace_id=workspace.id)
+        seeded = demo_data.seed(settings, db, workspace_id=workspace.id)
     display_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
     url = f"http://{display_host}:{settings.port}"
     console.print(f"\n[bold]NEXUS {__version__} demo[/bold] — open [link={url}]{url}[/link]\n")
@@ -147,8 +162,19 @@ def demo(host: HostOption = None, port: PortOption = None) -> None:
     console.print(f"  workspace  {workspace.name} ({workspace.id})", markup=False)
     console.print(f"  write key  {write_key}", markup=False, highlight=False)
     console.print(f"  secret key {secret}", markup=False, highlight=False)
-    console.print(f"\n  try: curl -H 'Authorization: Bearer {secret}' {url}/v1/me\n", markup=False)
+    if seeded:
+        console.print(f"  history    {seeded} demo events of the last 7 days", markup=False)
+    console.print(
+        f"\n  try: curl -H 'Authorization: Bearer {secret}' {url}/v1/me\n",
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"  funnels    {url}/funnels    live events {url}/events\n", markup=False, soft_wrap=True
+    )
     sys.stdout.flush()
+    if traffic and write_key:
+        demo_data.LiveTraffic(url, write_key).start()
     _serve(settings)
 
 

@@ -86,6 +86,14 @@ class RateLimited(NexusError):
     title = "Too many requests"
 
 
+class Unavailable(NexusError):
+    """The server is overloaded or not ready; the client should retry after ``Retry-After``."""
+
+    status = 503
+    code = "unavailable"
+    title = "Service unavailable"
+
+
 class ConfigurationError(NexusError):
     """Settings that NEXUS refuses to start with."""
 

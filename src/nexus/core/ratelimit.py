@@ -24,8 +24,8 @@ class RateLimit:
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
         self.message = message
 
-    def hit(self, *keys: str) -> None:
-        if self.limiter.hit(self.item, *keys):
+    def hit(self, *keys: str, cost: int = 1) -> None:
+        if self.limiter.hit(self.item, *keys, cost=cost):
             return
         reset_at, _remaining = self.limiter.get_window_stats(self.item, *keys)
         retry_after = max(1, math.ceil(reset_at - time.time()))

@@ -62,6 +62,30 @@ class Settings(BaseSettings):
     cookie_secure: bool | None = Field(
         default=None, description="Secure cookies; default on in production only."
     )
+    events_memory_limit: str = Field(
+        default="1GB",
+        pattern=r"^[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|KiB|MiB|GiB)$",
+        description="Memory DuckDB may use for the embedded event store.",
+    )
+    identity_merge: Literal["retroactive", "forward"] = Field(
+        default="retroactive",
+        description="retroactive: an identified person's earlier anonymous events count as "
+        "theirs; forward: only events from the identification on.",
+    )
+    ingest_max_lag_mb: int = Field(
+        default=256,
+        ge=1,
+        description="Journal bytes not yet in the event store beyond which ingestion answers "
+        "503 with Retry-After.",
+    )
+    ingest_max_concurrency: int = Field(
+        default=64, ge=1, description="Ingest requests processed at once; more get 503."
+    )
+    ingest_rate_limit: str | None = Field(
+        default=None,
+        description="Per-workspace limit on events, e.g. '100000/minute'; unset = no limit. "
+        "Past it ingestion answers 429 with Retry-After.",
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:
@@ -95,6 +119,16 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
         return url
+
+    @property
+    def events_path(self) -> Path:
+        """The embedded event store (DuckDB)."""
+        return self.data_dir / "events.duckdb"
+
+    @property
+    def journal_dir(self) -> Path:
+        """The ingest journal's segments."""
+        return self.data_dir / "journal"
 
     @property
     def is_embedded_database(self) -> bool:

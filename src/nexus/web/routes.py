@@ -27,6 +27,9 @@ from nexus.core.errors import NexusError, PermissionDenied, RateLimited
 from nexus.core.logging import get_logger
 from nexus.core.ratelimit import RateLimit
 from nexus.core.settings import Settings
+from nexus.events import service as events_service
+from nexus.events.live import summarize_row
+from nexus.funnels import service as funnels_service
 from nexus.workspaces import service
 from nexus.workspaces.deps import (
     AUTH_MARKER,
@@ -274,6 +277,40 @@ def keys_page(request: Request, dashboard: CurrentDashboard, db: DbSession) -> H
         else []
     )
     return _render(request, "keys.html", d=dashboard, page="keys", keys=keys)
+
+
+@router.get("/events")
+def events_page(request: Request, dashboard: CurrentDashboard) -> HTMLResponse:
+    """Recent events, kept current by the live stream (static/live.js)."""
+    recent = []
+    if dashboard.current:
+        store = request.app.state.events.store
+        rows, _ = events_service.recent_events(
+            store, workspace_id=dashboard.current.id, limit=50, cursor=None
+        )
+        recent = [summarize_row(r) for r in rows]
+    return _render(request, "events.html", d=dashboard, page="events", recent=recent)
+
+
+@router.get("/funnels")
+def funnels_page(request: Request, dashboard: CurrentDashboard, db: DbSession) -> HTMLResponse:
+    """Saved funnels with their last 30 days."""
+    reports = []
+    if dashboard.current:
+        store = request.app.state.events.store
+        span = funnels_service.period(None, None)
+        for funnel in funnels_service.list_funnels(
+            db, workspace_id=dashboard.current.id, limit=50
+        ).items:
+            report = funnels_service.report(
+                store,
+                workspace_id=dashboard.current.id,
+                definition=funnels_service.definition_of(funnel),
+                span=span,
+                identity=request.app.state.settings.identity_merge,
+            )
+            reports.append((funnel, report))
+    return _render(request, "funnels.html", d=dashboard, page="funnels", reports=reports)
 
 
 @router.post("/workspaces/switch")

@@ -101,7 +101,8 @@ def check_csrf(dashboard_session: DashboardSession, presented: str | None) -> No
         )
 
 
-def _identify(request: Request, db: Session, workspace_id: str | None) -> Principal:
+def identify(request: Request, db: Session, workspace_id: str | None) -> Principal:
+    """Who sent ``request``: a key's principal, or a dashboard user's in their workspace."""
     token = _bearer_or_basic(request)
     if token is not None:
         principal = service.principal_for_key(db, token=token)
@@ -139,7 +140,7 @@ def Authorize(  # noqa: N802 - reads as a type annotation: Annotated[Principal, 
 
     def authorize(request: Request, db: DbSession) -> Principal:
         workspace_id = request.path_params.get(workspace_param) if workspace_param else None
-        principal = _identify(request, db, workspace_id)
+        principal = identify(request, db, workspace_id)
         if permission is None:
             return principal
         if principal.workspace_id is None:
