@@ -83,10 +83,13 @@ def _generate(store_path: Path, parquet: Path, events: int) -> int:
         con.execute("SELECT setseed(0.42)")
         con.execute(
             f"""
-            INSERT INTO events (message_hash, workspace_id, distinct_id, person_id, message_id,
-                type, event, user_id, anonymous_id, timestamp, received_at, properties)
+            INSERT INTO events (message_hash, workspace_id, distinct_id, person_id,
+                distinct_code, person_code, message_id, type, event, user_id, anonymous_id,
+                timestamp, received_at, properties)
             SELECT md5_number_upper('{WORKSPACE}' || chr(0) || message_id), '{WORKSPACE}',
-                person, person, message_id, 'track', event, NULL, person, ts, ts,
+                person, person, (md5_number_upper(person) >> 1)::BIGINT,
+                (md5_number_upper(person) >> 1)::BIGINT, message_id, 'track', event, NULL,
+                person, ts, ts,
                 '{{"plan": "pro"}}'
             FROM (
                 SELECT 'm' || i AS message_id,

@@ -39,7 +39,7 @@ from nexus.events.store import (
     WorkspaceBatch,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS events (
     anonymous_id VARCHAR,
     distinct_id VARCHAR NOT NULL,
     person_id VARCHAR NOT NULL,
+    distinct_code BIGINT,
+    person_code BIGINT,
     group_id VARCHAR,
     previous_id VARCHAR,
     name VARCHAR,
@@ -68,6 +70,7 @@ CREATE TABLE IF NOT EXISTS identities (
     workspace_id VARCHAR NOT NULL,
     distinct_id VARCHAR NOT NULL,
     person_id VARCHAR NOT NULL,
+    person_code BIGINT,
     PRIMARY KEY (workspace_id, distinct_id)
 );
 CREATE TABLE IF NOT EXISTS persons (
@@ -89,9 +92,15 @@ _ROW_TYPES = {
     "received_at": _TIME,
 }
 _STAGING_COLUMNS = ("workspace_id", "distinct_id", "person_id", *ROW_FIELDS)
-_EVENT_COLUMNS = ", ".join(("message_hash", *_STAGING_COLUMNS))
+_EVENT_COLUMNS = ", ".join(("message_hash", "distinct_code", "person_code", *_STAGING_COLUMNS))
 # The deduplication key: 64 bits of MD5 of (workspace, message id), computed by DuckDB.
 _HASH_SQL = "md5_number_upper(workspace_id || chr(0) || message_id)"
+
+
+def _code(column: str) -> str:
+    """SQL for a person's 63-bit code, stored with each event so that funnel scans need not
+    hash ids (MD5: the same in every DuckDB version and in ClickHouse)."""
+    return f"(md5_number_upper({column}) >> 1)::BIGINT"
 _RECENT_COLUMNS = ", ".join(f"epoch_us({c})" if c in _ROW_TYPES else c for c in ROW_FIELDS)
 _IDENTITY_TYPES = ("identify", "alias")
 _I_TYPE = ROW_FIELDS.index("type")
@@ -133,8 +142,25 @@ class DuckDBEventStore(EventStore):
         self._write_lock = threading.Lock()
         self._identified: set[str] = set()
         self._con.execute(_SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a store file written by an earlier NEXUS to :data:`SCHEMA_VERSION`."""
+        found = self._con.execute(
+            "SELECT value FROM store_meta WHERE key = 'schema_version'"
+        ).fetchone()
+        version = SCHEMA_VERSION if found is None else int(found[0])
+        if version < 2:  # person codes stored with events and identities
+            self._con.execute(
+                "ALTER TABLE events ADD COLUMN IF NOT EXISTS distinct_code BIGINT; "
+                "ALTER TABLE events ADD COLUMN IF NOT EXISTS person_code BIGINT; "
+                "ALTER TABLE identities ADD COLUMN IF NOT EXISTS person_code BIGINT; "
+                f"UPDATE events SET distinct_code = {_code('distinct_id')}, "
+                f"person_code = {_code('person_id')}; "
+                f"UPDATE identities SET person_code = {_code('person_id')};"
+            )
         self._con.execute(
-            "INSERT OR IGNORE INTO store_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
+            "INSERT OR REPLACE INTO store_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
         )
 
     # -- writing ------------------------------------------------------------------------------
@@ -187,7 +213,8 @@ class DuckDBEventStore(EventStore):
         try:
             fetched = con.execute(
                 f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM ("
-                f"SELECT *, {_HASH_SQL} AS message_hash FROM staging_events) s "
+                f"SELECT *, {_HASH_SQL} AS message_hash, {_code('distinct_id')} AS distinct_code, "
+                f"{_code('person_id')} AS person_code FROM staging_events) s "
                 "ANTI JOIN events e ON e.message_hash = s.message_hash"
             ).fetchone()
         finally:
@@ -275,8 +302,8 @@ class DuckDBEventStore(EventStore):
             mapping[anon] = mapping.get(user, user)
             self._identified.add(workspace_id)
             con.execute(
-                "INSERT OR REPLACE INTO identities VALUES (?, ?, ?)",
-                [workspace_id, anon, mapping[anon]],
+                f"INSERT OR REPLACE INTO identities VALUES (?, ?, ?, {_code('?')})",
+                [workspace_id, anon, mapping[anon], mapping[anon]],
             )
         key = user or anon
         if row[_I_TRAITS] and key:
@@ -308,11 +335,13 @@ class DuckDBEventStore(EventStore):
         mapping[previous] = person
         self._identified.add(workspace_id)
         con.execute(
-            "INSERT OR REPLACE INTO identities VALUES (?, ?, ?)", [workspace_id, previous, person]
+            f"INSERT OR REPLACE INTO identities VALUES (?, ?, ?, {_code('?')})",
+            [workspace_id, previous, person, person],
         )
         con.execute(
-            "UPDATE identities SET person_id = ? WHERE workspace_id = ? AND person_id = ?",
-            [person, workspace_id, old],
+            f"UPDATE identities SET person_id = ?, person_code = {_code('?')} "
+            "WHERE workspace_id = ? AND person_id = ?",
+            [person, person, workspace_id, old],
         )
         # The merged person keeps the traits of both; the surviving person's win on conflict.
         con.execute(
@@ -416,6 +445,7 @@ class DuckDBEventStore(EventStore):
         params: list[Any] = []
         retro = query.identity == "retroactive"
         person = "coalesce(m.person_id, e.distinct_id)" if retro else "e.person_id"
+        code = "coalesce(m.person_code, e.distinct_code)" if retro else "e.person_code"
         joins = (
             " LEFT JOIN identities m ON m.workspace_id = e.workspace_id "
             "AND m.distinct_id = e.distinct_id"
@@ -440,7 +470,9 @@ class DuckDBEventStore(EventStore):
                 params.extend(values)
             bits.append(f"(coalesce({' AND '.join(parts)}, false)::BIGINT << {index})")
         mask = " | ".join(bits) if bits else "0::BIGINT"
-        select = [f"({person}) AS person", "epoch_us(e.timestamp) AS ts", f"({mask}) AS mask"]
+        select = [f"{code} AS code", "epoch_us(e.timestamp) AS ts", f"({mask}) AS mask"]
+        if query.with_person_ids:
+            select.append(f"({person}) AS person")
         if query.breakdown is not None:
             expr, values = _value_sql(query.breakdown)
             select.append(f"{expr} AS breakdown")
@@ -453,10 +485,8 @@ class DuckDBEventStore(EventStore):
             where.append("e.event IN (SELECT unnest(?))")
             params.append(names)
         sql = (
-            f"SELECT (hash(person) >> 1)::BIGINT AS code, * EXCLUDE (person)"
-            f"{', person' if query.with_person_ids else ''} FROM ("
-            f"SELECT {', '.join(select)} FROM events e{joins} WHERE {' AND '.join(where)}"
-            ") ORDER BY code, ts"
+            f"SELECT {', '.join(select)} FROM events e{joins} WHERE {' AND '.join(where)} "
+            "ORDER BY code, ts"
         )
         with self._cursor() as cur:
             try:
