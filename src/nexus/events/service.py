@@ -32,7 +32,6 @@ from nexus.events.duckdb_store import DuckDBEventStore
 from nexus.events.journal import Journal
 from nexus.events.live import LiveFeed
 from nexus.events.normalize import (
-    MAX_BATCH_BYTES,
     MAX_EVENT_BYTES,
     EventRejected,
     EventRow,
@@ -76,7 +75,6 @@ class EventsRuntime:
     store: EventStore
     pipeline: IngestPipeline
     live: LiveFeed
-    slots: asyncio.Semaphore | None = None
     rate_limit: RateLimit | None = None
     in_flight: int = field(default=0)
 
@@ -238,11 +236,6 @@ async def ingest(runtime: EventsRuntime, *, workspace_id: str, prepared: Prepare
     return len(prepared.rows)
 
 
-def ingest_rows_sync(runtime: EventsRuntime, *, workspace_id: str, rows: list[EventRow]) -> int:
-    """Journal rows from a thread (no event loop); returns the journal end position."""
-    return runtime.pipeline.journal.append_sync(encode_record(workspace_id, rows))
-
-
 def rejection_problem(rejected: Sequence[Rejection], *, single: bool) -> MessageRejected:
     """The 400 answer when no message of a request was valid (Segment answers 400 too)."""
     errors = [
@@ -329,6 +322,3 @@ def messages_from_mapping(values: Mapping[str, Any]) -> dict[str, Any]:
                 raise InvalidInput(f"column mapping {key!r} conflicts with another column")
         target[parts[-1]] = value
     return message
-
-
-__all__ = ["MAX_BATCH_BYTES", "EventsRuntime", "ingest", "prepare"]

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from nexus.core.errors import NexusError, PermissionDenied, Unauthenticated, Unavailable
+from nexus.core.errors import PermissionDenied, Unauthenticated, Unavailable
 from nexus.events import service
 from nexus.events.models import (
     BATCH_SCHEMA,
@@ -301,6 +301,3 @@ async def live_events(
                     return
 
     return EventSourceResponse(stream(), ping=15)
-
-
-__all__ = ["INGEST_PATHS", "NexusError", "router"]
