@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nexus.funnels import engine
 from nexus.funnels.engine import (
     NO_TIME,
     EventMatrix,
@@ -250,6 +251,45 @@ def test_greedy_path_reaches_as_far_as_any_chain(case: Scenario) -> None:
         else:
             reached = [j for j, t in enumerate(result[person].times) if t is not None]
             assert reached == list(range(expected + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios(("ordered",), optional=False, exclusions=False, max_events=60, max_persons=8))
+def test_plain_ordered_funnels_equal_the_reference(case: Scenario) -> None:
+    """Ordered funnels without optional steps or exclusions take a leaner path of their own."""
+    expected = reference_paths(case.spec, case.events, case.labels or ())
+    assert as_reference(paths(case.spec, matrix(case.events, case.labels))) == expected
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plain_ordered_path_equals_the_general_one_on_larger_input(seed: int) -> None:
+    """Enough events for both searches of the lean path (running counts and binary search),
+    against the general ordered path on the same moments."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2_000, 20_000))
+    bits = rng.choice(64, size=4, replace=False).tolist()
+    k = int(rng.integers(2, 7))
+    steps = tuple(Step(int(rng.choice(bits))) for _ in range(k))
+    spec = FunnelSpec(steps, "ordered", int(rng.choice([1, 50, 400, 2**63 - 1])))
+    chosen = rng.random((n, len(bits))) < rng.uniform(0.05, 0.6, size=len(bits))
+    weights = [_signed(1 << b) for b in bits]
+    mask = np.array([sum(w for w, c in zip(weights, row, strict=True) if c) for row in chosen])
+    labels = ("b", None, "a")
+    events = EventMatrix(
+        person=rng.integers(0, int(rng.integers(1, 3_000)), size=n) * 7_919 - 10**6,
+        ts=rng.integers(0, 2_000, size=n) + int(rng.choice([0, EPOCH_2023, 2**62])),
+        mask=mask.astype(np.int64),
+        breakdown=rng.integers(0, len(labels), size=n).astype(np.int32),
+        breakdown_labels=labels,
+    )
+    keep_bits = sum(1 << b for b in bits)
+    mo = engine._moments(events, keep_bits=keep_bits, start_bits=1 << steps[0].condition)
+    lean, general = engine._ordered_plain(spec, mo), engine._ordered(spec, mo)
+    for field in ("person", "matched", "times", "start", "breakdown"):
+        a, b = getattr(lean, field), getattr(general, field)
+        assert a.dtype == b.dtype, field
+        assert np.array_equal(a, b), field
+    assert as_reference(paths(spec, events)) == as_reference(general)
 
 
 # --------------------------------------------------------------------------------------------

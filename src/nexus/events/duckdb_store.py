@@ -461,6 +461,8 @@ class DuckDBEventStore(EventStore):
                 f"AND p.person_id = {person}"
             )
         bits = []
+        # The narrowest integer that holds every condition's bit: less for the sort to move.
+        mask_type = "INTEGER" if len(query.conditions) < 32 else "BIGINT"
         for index, condition in enumerate(query.conditions):
             parts = ["e.event = ?"]
             params.append(condition.event)
@@ -468,8 +470,8 @@ class DuckDBEventStore(EventStore):
                 sql, values = _filter_sql(flt)
                 parts.append(sql)
                 params.extend(values)
-            bits.append(f"(coalesce({' AND '.join(parts)}, false)::BIGINT << {index})")
-        mask = " | ".join(bits) if bits else "0::BIGINT"
+            bits.append(f"(coalesce({' AND '.join(parts)}, false)::{mask_type} << {index})")
+        mask = " | ".join(bits) if bits else f"0::{mask_type}"
         select = [f"{code} AS code", "epoch_us(e.timestamp) AS ts", f"({mask}) AS mask"]
         if query.with_person_ids:
             select.append(f"({person}) AS person")
@@ -482,8 +484,9 @@ class DuckDBEventStore(EventStore):
         params.extend([query.workspace_id, query.start_us, query.end_us])
         if not query.all_events:
             names = sorted({c.event for c in query.conditions})
-            where.append("e.event IN (SELECT unnest(?))")
-            params.append(names)
+            # A literal list, not a subquery: DuckDB then filters inside the scan.
+            where.append(f"e.event IN ({', '.join('?' * len(names))})")
+            params.extend(names)
         sql = (
             f"SELECT {', '.join(select)} FROM events e{joins} WHERE {' AND '.join(where)} "
             "ORDER BY code, ts"

@@ -26,6 +26,8 @@ very next moment of the person. Optional steps and exclusions are one more searc
 surviving paths are carried to the next step, so the work is a few passes over the moments and
 shrinks as the funnel narrows; it does not depend on how events are spread over persons. The best
 path per person is a segmented maximum over paths, which are already in (person, time) order.
+Ordered funnels without optional steps or exclusions (the common case) take a leaner version of
+the same walk that keeps per path only what the required steps need (``_ordered_plain``).
 
 Why following the earliest match is enough (ClickHouse ``windowFunnel`` with ``strict_increase``
 does the same): fix a start ``s`` and suppose events with times ``c1 < c2 < … < ck``, all within
@@ -43,6 +45,7 @@ per person, and only then looks up the step times for the chosen anchors.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Final, Literal, NamedTuple, get_args
 
 import numpy as np
@@ -73,6 +76,9 @@ I64 = npt.NDArray[np.int64]
 
 MAX_STEPS: Final = 20
 MAX_CONDITION: Final = 63
+
+_BLOCK: Final = 1 << 16
+"""Rows per block where a pass over a column is cut into cache-sized pieces."""
 
 NO_TIME: Final = int(np.iinfo(np.int64).min)
 """Value of :attr:`PersonPaths.times` where the step was not matched (the smallest int64)."""
@@ -221,23 +227,28 @@ class PersonPaths:
 class _Moments:
     """Events collapsed to one row per distinct (person, time), sorted by both.
 
-    ``person_last`` holds the last moment number of each person, in order. ``start_rank`` has
-    one entry per *start moment* (a moment with an event matching the start bits), in moment
-    order: the smallest breakdown rank (position of the code in label order) among the moment's
-    start events. ``code_of_rank`` maps a rank back to its code. Both are ``None`` without a
-    breakdown.
+    ``person_last`` holds the last moment number of each person, in order (computed on first
+    use). ``start_rank`` has one entry per *start moment* (a moment with an event matching the
+    start bits), in moment order: the smallest breakdown rank (position of the code in label
+    order) among the moment's start events. ``code_of_rank`` maps a rank back to its code. Both
+    are ``None`` without a breakdown.
     """
 
     person: I64
     time: I64
     mask: I64
-    person_last: I64
     start_rank: I64 | None
     code_of_rank: npt.NDArray[np.int32] | None
 
     @property
     def size(self) -> int:
         return int(self.person.shape[0])
+
+    @cached_property
+    def person_last(self) -> I64:
+        p = self.person
+        last = np.flatnonzero(p[1:] != p[:-1])
+        return np.append(last, p.shape[0] - 1) if p.shape[0] else last
 
     def person_end(self, moments: I64) -> I64:
         """The last moment number of the person of each of ``moments`` (sorted)."""
@@ -289,10 +300,41 @@ def _label_order(labels: tuple[str | None, ...]) -> list[int]:
     return sorted(range(len(labels)), key=lambda c: (labels[c] is not None, labels[c] or "", c))
 
 
-def _is_sorted(p: I64, t: I64) -> bool:
-    later_person = p[1:] > p[:-1]
-    same_person = p[1:] == p[:-1]
-    return bool(np.all(later_person | (same_person & (t[1:] >= t[:-1]))))
+def _is_sorted(p: I64, t: I64, *, strictly: bool = False) -> bool:
+    """Whether rows are in (person, time) order; ``strictly``: and no two share both.
+
+    Checked in blocks whose temporaries stay in cache, stopping at the first disorder.
+    """
+    later = np.greater if strictly else np.greater_equal
+    n = p.shape[0]
+    for lo in range(0, n - 1, _BLOCK):
+        hi = min(lo + _BLOCK, n - 1)
+        p0, p1 = p[lo:hi], p[lo + 1 : hi + 1]
+        ordered = p1 > p0
+        ordered |= (p1 == p0) & later(t[lo + 1 : hi + 1], t[lo:hi])
+        if not ordered.all():
+            return False
+    return True
+
+
+def _narrow(mask: I64, bits: int) -> npt.NDArray[np.integer]:
+    """``mask`` in the narrowest unsigned type that holds ``bits`` (a non-negative int).
+
+    Casting keeps the low bits, so ``_narrow(m, bits) & bits`` equals ``m & bits``; one cast
+    makes every later test of those bits a pass over 1 to 4 bytes per row instead of 8.
+    """
+    width = bits.bit_length()
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if width <= np.iinfo(dtype).bits:
+            return mask.astype(dtype)
+    return mask
+
+
+def _any_of(narrow: npt.NDArray[np.integer], bits: int) -> npt.NDArray[np.bool_]:
+    """Whether each row of a :func:`_narrow` mask has any of ``bits``."""
+    flag = _signed(bits) if narrow.dtype == np.int64 else narrow.dtype.type(bits)
+    hit: npt.NDArray[np.bool_] = np.bitwise_and(narrow, flag) != 0
+    return hit
 
 
 def _sort_order(p: I64, t: I64) -> npt.NDArray[np.intp]:
@@ -333,24 +375,25 @@ def _moments(events: EventMatrix, *, keep_bits: int | None, start_bits: int) -> 
 
     matcher = _Matcher(m)
     if keep_bits is not None:
-        keep = matcher.any_of(_signed(keep_bits))
+        keep = _any_of(_narrow(m, keep_bits), keep_bits)
         if not keep.all():
             rows = np.flatnonzero(keep)
             p, t, m = p.take(rows), t.take(rows), m.take(rows)
             b = None if b is None else b.take(rows)
             matcher = _Matcher(m)
     n = p.shape[0]
-    if n > 1 and not _is_sorted(p, t):
-        order = _sort_order(p, t)
-        p, t, m = p.take(order), t.take(order), m.take(order)
-        b = None if b is None else b.take(order)
-        matcher = _Matcher(m)
-
-    new = np.empty(n, dtype=np.bool_)
-    new[:1] = True
-    np.not_equal(p[1:], p[:-1], out=new[1:])
-    new[1:] |= t[1:] != t[:-1]
-    tied = not new.all()
+    # The store's order without ties is the common case: one check settles both questions.
+    tied = False
+    new = np.ones(n, dtype=np.bool_)
+    if n > 1 and not _is_sorted(p, t, strictly=True):
+        if not _is_sorted(p, t):
+            order = _sort_order(p, t)
+            p, t, m = p.take(order), t.take(order), m.take(order)
+            b = None if b is None else b.take(order)
+            matcher = _Matcher(m)
+        np.not_equal(p[1:], p[:-1], out=new[1:])
+        new[1:] |= t[1:] != t[:-1]
+        tied = not new.all()
     first = np.flatnonzero(new) if tied else np.zeros(0, dtype=np.int64)
     start_rank: I64 | None = None
     if b is not None:
@@ -365,10 +408,7 @@ def _moments(events: EventMatrix, *, keep_bits: int | None, start_bits: int) -> 
             start_rank = np.minimum.reduceat(start_rank, np.flatnonzero(seg))
     if tied:
         p, t, m = p.take(first), t.take(first), np.bitwise_or.reduceat(m, first)
-    last = np.flatnonzero(p[1:] != p[:-1])
-    if p.shape[0]:
-        last = np.append(last, p.shape[0] - 1)
-    return _Moments(p, t, m, last, start_rank, code_of_rank)
+    return _Moments(p, t, m, start_rank, code_of_rank)
 
 
 class _Index:
@@ -427,6 +467,7 @@ def paths(spec: FunnelSpec, events: EventMatrix) -> PersonPaths:
 
     Persons without a start event, or whose every path hits an exclusion, are left out.
     """
+    k = len(spec.steps)
     step_bits = 0
     for s in spec.steps:
         step_bits |= 1 << s.condition
@@ -437,7 +478,10 @@ def paths(spec: FunnelSpec, events: EventMatrix) -> PersonPaths:
         return _unordered(spec, _moments(events, keep_bits=all_bits, start_bits=step_bits))
     start_bits = 1 << spec.steps[0].condition
     keep = None if spec.mode == "strict" else all_bits
-    return _ordered(spec, _moments(events, keep_bits=keep, start_bits=start_bits))
+    mo = _moments(events, keep_bits=keep, start_bits=start_bits)
+    if spec.mode == "ordered" and not spec.exclusions and spec.required == tuple(range(k)):
+        return _ordered_plain(spec, mo)
+    return _ordered(spec, mo)
 
 
 class _Hits(NamedTuple):
@@ -478,6 +522,129 @@ def _ordered(spec: FunnelSpec, mo: _Moments) -> PersonPaths:
         start=times[:, 0].copy(),
         breakdown=mo.codes(chosen),
     )
+
+
+def _ordered_plain(spec: FunnelSpec, mo: _Moments) -> PersonPaths:
+    """Ordered mode without optional steps or exclusions: :func:`_ordered`, leaner.
+
+    The same greedy paths, one per start moment, but a path needs only its current moment, its
+    person and its deadline (see :class:`_PlainWalk`). The best path per person is one
+    segmented maximum of a key that orders paths by furthest step, then by earliest start.
+    """
+    k = len(spec.steps)
+    walk = _PlainWalk(spec, mo)
+    chosen = _first_best(walk.person, walk.furthest)
+    n_chosen = chosen.shape[0]
+    times = np.full((n_chosen, k), NO_TIME, dtype=np.int64)
+    times[:, 0] = mo.time.take(walk.starts.take(chosen))
+    if walk.hits:
+        row_of_path = np.full(walk.person.shape[0], -1, dtype=np.int64)
+        row_of_path[chosen] = np.arange(n_chosen)
+        for j, (path, moment) in enumerate(walk.hits, start=1):
+            row = row_of_path.take(path)
+            keep = np.flatnonzero(row >= 0)
+            times[row.take(keep), j] = mo.time.take(moment.take(keep))
+    return PersonPaths(
+        person=walk.person.take(chosen),
+        matched=times != NO_TIME,
+        times=times,
+        start=times[:, 0].copy(),
+        breakdown=mo.codes(chosen),
+    )
+
+
+class _PlainWalk:
+    """The greedy paths of :func:`_ordered_plain`, one per start moment, all steps followed.
+
+    The next match of step ``j`` after moment ``x`` is ``pos[count[x]]``, where ``pos`` lists
+    the moments matching the step and ``count[x]`` how many of them are at or before ``x``: a
+    running count over all moments when many paths ask, a binary search when few do. A match
+    belongs to the path's person when its person code equals the path's.
+
+    ``starts`` are the start moments and ``person`` their persons (paths are numbered by start),
+    ``furthest`` each path's last matched step and ``hits[j - 1]`` the paths (sorted numbers)
+    that matched step ``j >= 1`` with the moment of each match.
+    """
+
+    def __init__(self, spec: FunnelSpec, mo: _Moments) -> None:
+        self.mo = mo
+        step_bits = 0
+        for s in spec.steps:
+            step_bits |= 1 << s.condition
+        self._narrow = _narrow(mo.mask, step_bits)
+        self.starts = np.flatnonzero(_any_of(self._narrow, 1 << spec.steps[0].condition))
+        n_paths = self.starts.shape[0]
+        self.person = mo.person.take(self.starts)
+        self.furthest = np.zeros(n_paths, dtype=np.int8)  # MAX_STEPS fits
+        self.hits: list[_Hits] = []
+        # Scratch space reused by every step: fresh large temporaries cost more in page faults
+        # than in arithmetic.
+        # Running counts need 32 bits unless there are 2**31 moments.
+        self._count_type = np.int32 if mo.size < np.iinfo(np.int32).max else np.int64
+        self._counts: npt.NDArray[np.signedinteger] | None = None
+        self._index_buf: npt.NDArray[np.signedinteger] = np.empty(n_paths, self._count_type)
+        self._moment_buf = np.empty(n_paths, dtype=np.int64)
+        self._value_buf = np.empty(n_paths, dtype=np.int64)
+        self._ok_buf = np.empty(n_paths, dtype=np.bool_)
+        self._test_buf = np.empty(n_paths, dtype=np.bool_)
+
+        path = np.arange(n_paths)
+        cur, person = self.starts, self.person
+        deadline = _window_end(mo.time.take(self.starts), spec.window_us, in_place=True)
+        for j in range(1, len(spec.steps)):
+            if cur.shape[0] == 0:
+                break
+            keep, cur = self._step(spec.steps[j].condition, cur, person, deadline)
+            path, person, deadline = path.take(keep), person.take(keep), deadline.take(keep)
+            self.furthest[path] = j
+            self.hits.append(_Hits(path, cur))
+
+    def _step(self, condition: int, cur: I64, person: I64, deadline: I64) -> tuple[I64, I64]:
+        """Which paths at moments ``cur`` match ``condition`` next (indices into ``cur``), and
+        the moments of those matches."""
+        mo, q = self.mo, cur.shape[0]
+        hit = _any_of(self._narrow, 1 << condition)
+        pos = np.flatnonzero(hit)
+        if pos.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        # ``take`` writes into ``out`` unbuffered only with a non-raising mode; every index
+        # below is in range, so "clip" never clips.
+        idx: npt.NDArray[np.signedinteger]
+        if q * 8 >= mo.size:
+            if self._counts is None:
+                self._counts = np.empty(mo.size, dtype=self._count_type)
+            np.cumsum(hit, out=self._counts)
+            idx = np.take(self._counts, cur, out=self._index_buf[:q], mode="clip")
+        else:
+            idx = np.searchsorted(pos, cur, side="right")
+        ok = np.less(idx, pos.shape[0], out=self._ok_buf[:q])
+        np.minimum(idx, pos.shape[0] - 1, out=idx)
+        cand = np.take(pos, idx, out=self._moment_buf[:q], mode="clip")
+        value = np.take(mo.person, cand, out=self._value_buf[:q], mode="clip")
+        ok &= np.equal(value, person, out=self._test_buf[:q])
+        np.take(mo.time, cand, out=value, mode="clip")
+        ok &= np.less_equal(value, deadline, out=self._test_buf[:q])
+        keep = np.flatnonzero(ok)
+        return keep, cand.take(keep)
+
+
+def _first_best(person: I64, score: npt.NDArray[np.int8]) -> I64:
+    """Per person (``person`` sorted), the first row with the highest score (scores >= 0)."""
+    n = person.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    # key = score * (n + 1) + (n - row): larger for a higher score, then for an earlier row.
+    key = np.arange(n, 0, -1, dtype=np.int64)
+    key += np.multiply(score, n + 1, dtype=np.int64)
+    # Group numbers from 0; ``maximum.at`` beats ``maximum.reduceat`` on many small groups.
+    new = np.empty(n, dtype=np.int64)
+    new[0] = 0
+    np.not_equal(person[1:], person[:-1], out=new[1:])
+    group = np.cumsum(new, out=new)
+    best = np.zeros(int(group[-1]) + 1, dtype=np.int64)
+    np.maximum.at(best, group, key)
+    best %= n + 1
+    return np.int64(n) - best
 
 
 def _score(spec: FunnelSpec, walk: _Walk) -> I64:
@@ -610,14 +777,21 @@ def _unordered(spec: FunnelSpec, mo: _Moments) -> PersonPaths:
     )
 
 
-def _window_end(start: I64, window_us: int) -> I64:
-    """``start + window_us``, saturating at the largest int64 (a "window" of forever)."""
+def _window_end(start: I64, window_us: int, *, in_place: bool = False) -> I64:
+    """``start + window_us``, saturating at the largest int64 (a "window" of forever).
+
+    ``in_place`` overwrites ``start`` with the answer and returns it.
+    """
     top = int(np.iinfo(np.int64).max) - window_us
+    out = start if in_place else np.empty_like(start)
     if top < 0:
-        return np.full(start.shape[0], np.iinfo(np.int64).max, dtype=np.int64)
+        out.fill(np.iinfo(np.int64).max)
+        return out
     if start.shape[0] and int(start.max()) > top:
-        return np.minimum(start, top) + np.int64(window_us)
-    return start + np.int64(window_us)
+        np.minimum(start, top, out=out)
+        out += np.int64(window_us)
+        return out
+    return np.add(start, np.int64(window_us), out=out)
 
 
 def _best_per_person(person: I64, score: I64) -> I64:
