@@ -101,6 +101,8 @@ def _code(column: str) -> str:
     """SQL for a person's 63-bit code, stored with each event so that funnel scans need not
     hash ids (MD5: the same in every DuckDB version and in ClickHouse)."""
     return f"(md5_number_upper({column}) >> 1)::BIGINT"
+
+
 _RECENT_COLUMNS = ", ".join(f"epoch_us({c})" if c in _ROW_TYPES else c for c in ROW_FIELDS)
 _IDENTITY_TYPES = ("identify", "alias")
 _I_TYPE = ROW_FIELDS.index("type")
