@@ -501,22 +501,30 @@ def _ordered(spec: FunnelSpec, mo: _Moments) -> PersonPaths:
 
     # Score: furthest required step, then matched optional steps; earlier starts come first
     # within a person, and a start moment already holds its smallest label.
-    n_paths = walk.person.shape[0]
     score = _score(spec, walk)
     score[discarded] = -1
     chosen = _best_per_person(walk.person, score)
+    times = np.full((chosen.shape[0], k), NO_TIME, dtype=np.int64)
+    return _chosen_paths(mo, walk.person, chosen, times, [(j, walk.hits[j]) for j in range(k)])
 
-    n_chosen = chosen.shape[0]
-    times = np.full((n_chosen, k), NO_TIME, dtype=np.int64)
-    row_of_path = np.full(n_paths, -1, dtype=np.int64)
-    row_of_path[chosen] = np.arange(n_chosen)
-    for j in range(k):
-        path, moment = walk.hits[j]
+
+def _chosen_paths(
+    mo: _Moments,
+    person_of_path: I64,
+    chosen: I64,
+    times: I64,
+    hits: list[tuple[int, tuple[I64, I64]]],
+) -> PersonPaths:
+    """The chosen paths as :class:`PersonPaths`: each step's matches ``(path, moment)`` are
+    written into ``times`` (one row per chosen path) where the path is a chosen one."""
+    row_of_path = np.full(person_of_path.shape[0], -1, dtype=np.int64)
+    row_of_path[chosen] = np.arange(chosen.shape[0])
+    for j, (path, moment) in hits:
         row = row_of_path.take(path)
         keep = np.flatnonzero(row >= 0)
         times[row.take(keep), j] = mo.time.take(moment.take(keep))
     return PersonPaths(
-        person=walk.person.take(chosen),
+        person=person_of_path.take(chosen),
         matched=times != NO_TIME,
         times=times,
         start=times[:, 0].copy(),
@@ -534,23 +542,9 @@ def _ordered_plain(spec: FunnelSpec, mo: _Moments) -> PersonPaths:
     k = len(spec.steps)
     walk = _PlainWalk(spec, mo)
     chosen = _first_best(walk.person, walk.furthest)
-    n_chosen = chosen.shape[0]
-    times = np.full((n_chosen, k), NO_TIME, dtype=np.int64)
+    times = np.full((chosen.shape[0], k), NO_TIME, dtype=np.int64)
     times[:, 0] = mo.time.take(walk.starts.take(chosen))
-    if walk.hits:
-        row_of_path = np.full(walk.person.shape[0], -1, dtype=np.int64)
-        row_of_path[chosen] = np.arange(n_chosen)
-        for j, (path, moment) in enumerate(walk.hits, start=1):
-            row = row_of_path.take(path)
-            keep = np.flatnonzero(row >= 0)
-            times[row.take(keep), j] = mo.time.take(moment.take(keep))
-    return PersonPaths(
-        person=walk.person.take(chosen),
-        matched=times != NO_TIME,
-        times=times,
-        start=times[:, 0].copy(),
-        breakdown=mo.codes(chosen),
-    )
+    return _chosen_paths(mo, walk.person, chosen, times, list(enumerate(walk.hits, start=1)))
 
 
 class _PlainWalk:
