@@ -41,10 +41,15 @@ test: lint
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks
 
-# Regenerate the lock after changing dependencies in pyproject.toml.
+# Regenerate the lock after changing dependencies in pyproject.toml: pip resolves the runtime
+# and dev dependencies afresh (nothing else that happens to be installed, such as the train
+# extra, ends up pinned).
 lock: | $(BIN)/python
-	$(PIP) install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) freeze --exclude-editable | grep -v "^nexus" > constraints.txt
+	$(PIP) install -q --dry-run --ignore-installed --report .lock.json -e ".[dev]"
+	$(BIN)/python -c "import json; r = json.load(open('.lock.json')); \
+	pins = sorted((i['metadata']['name'], i['metadata']['version']) for i in r['install']); \
+	print(''.join(f'{n}=={v}\n' for n, v in pins if n != 'nexus'), end='')" > constraints.txt
+	rm -f .lock.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -4,10 +4,11 @@ Alembic's environment and the schema tests import this module to see the whole s
 domain's models here when the domain gets tables.
 """
 
+from nexus.emotion import schemas as emotion_schemas
 from nexus.funnels import models as funnels_models
 from nexus.storage.base import Base
 from nexus.workspaces import models as workspaces_models
 
 metadata = Base.metadata
 
-__all__ = ["funnels_models", "metadata", "workspaces_models"]
+__all__ = ["emotion_schemas", "funnels_models", "metadata", "workspaces_models"]

@@ -30,7 +30,7 @@ from nexus.events.duckdb_store import DuckDBEventStore
 from nexus.events.journal import Journal
 from nexus.events.normalize import normalize
 from nexus.events.pipeline import JOURNAL_MARKER, IngestPipeline, decode_record, encode_record
-from nexus.events.store import EventStore
+from nexus.events.store import EventStore, WorkspaceBatch
 from tests.cli.demo_process import free_port
 from tests.events.conftest import T0, basic, track
 
@@ -363,3 +363,16 @@ def test_acknowledged_events_survive_kill_9_exactly_once(tmp_path: Path) -> None
     assert acked <= set(counts)
     assert set(counts) <= sent
     assert max(counts.values()) == 1, [m for m, c in counts.items() if c > 1][:10]
+
+
+def test_a_failing_enricher_never_holds_events_back(tmp_path: Path) -> None:
+    def broken(batches: list[WorkspaceBatch]) -> list[WorkspaceBatch]:
+        raise RuntimeError("model file vanished")
+
+    with writer(tmp_path, start=False) as pipeline:
+        pipeline.enrich = broken
+        pipeline.start()
+        end = journal_batches(pipeline, 5)
+        assert pipeline.wait_until_stored(end)
+    assert pipeline.stats.errors == pipeline.stats.batches >= 1
+    assert stored(tmp_path) == (50, end)

@@ -26,6 +26,8 @@ from nexus.api.problems import ERROR_RESPONSES, install_problem_handlers
 from nexus.core.logging import configure_logging, get_logger
 from nexus.core.ratelimit import RateLimit
 from nexus.core.settings import Settings
+from nexus.emotion import service as emotion_service
+from nexus.emotion import views as emotion_views
 from nexus.events import service as events_service
 from nexus.events import views as events_views
 from nexus.funnels import views as funnels_views
@@ -38,7 +40,12 @@ from nexus.workspaces.deps import PUBLIC, is_authorizing
 API_PREFIX = "/v1"
 log = get_logger("nexus.api")
 
-DOMAIN_ROUTERS = [workspaces_views.router, events_views.router, funnels_views.router]
+DOMAIN_ROUTERS = [
+    workspaces_views.router,
+    events_views.router,
+    funnels_views.router,
+    emotion_views.router,
+]
 
 
 class UnguardedRouteError(RuntimeError):
@@ -58,6 +65,13 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             await run_in_threadpool(migrate.upgrade, database.url)
         events = await run_in_threadpool(events_service.EventsRuntime.open, settings)
         app.state.events = events
+        emotion = await run_in_threadpool(
+            emotion_service.EmotionRuntime,
+            settings,
+            text_properties_of=emotion_service.settings_reader(database.session),
+        )
+        app.state.emotion = emotion
+        events.pipeline.enrich = emotion.enrich
         events.start()
         log.info("nexus started", version=__version__, database=database.dialect)
         try:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nexus import __version__
+from nexus.cli.emotion import emotion_app
 from nexus.cli.events import export_app, import_app
 from nexus.cli.funnels import funnel_app
 from nexus.cli.output import console, fail, print_json, print_table
@@ -45,6 +46,7 @@ app.add_typer(key_app, name="key")
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 app.add_typer(funnel_app, name="funnel")
+app.add_typer(emotion_app, name="emotion")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 HostOption = Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")]

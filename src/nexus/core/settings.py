@@ -87,6 +87,25 @@ class Settings(BaseSettings):
         "Past it ingestion answers 429 with Retry-After.",
     )
 
+    emotion_edge_share: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="Share of texts the emotion cascade leaves to the edge tier; the rest go "
+        "to the server tier.",
+    )
+    emotion_enrichment: Literal["cascade", "edge", "server", "off"] = Field(
+        default="cascade",
+        description="Which emotion tier reads text properties of incoming events, or off.",
+    )
+    emotion_threads: int = Field(
+        default=2, ge=1, le=64, description="CPU threads of the server emotion model."
+    )
+    emotion_models_dir: Path | None = Field(
+        default=None,
+        description="Directory with the emotion model artifacts; default: those shipped.",
+    )
+
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:
         if self.env is not Environment.PRODUCTION:

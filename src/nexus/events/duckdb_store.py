@@ -29,6 +29,8 @@ import pyarrow as pa
 from nexus.events.normalize import ROW_FIELDS, EventRow, row_to_message
 from nexus.events.store import (
     AppendResult,
+    EmotionRows,
+    EmotionScan,
     EventStore,
     ExportFormat,
     PropertyFilter,
@@ -519,6 +521,75 @@ class DuckDBEventStore(EventStore):
             breakdown=breakdown,
             breakdown_labels=labels,
             person_ids=person_ids,
+        )
+
+    def emotion_rows(self, query: EmotionScan) -> EmotionRows:
+        retro = query.identity == "retroactive"
+        code = "coalesce(m.person_code, e.distinct_code)" if retro else "e.person_code"
+        joins = (
+            " LEFT JOIN identities m ON m.workspace_id = e.workspace_id "
+            "AND m.distinct_id = e.distinct_id"
+            if retro
+            else ""
+        )
+        params: list[Any] = []
+        group = "NULL"
+        if query.group is not None:
+            if query.group.source == "person":
+                person = "coalesce(m.person_id, e.distinct_id)" if retro else "e.person_id"
+                joins += (
+                    " LEFT JOIN persons p ON p.workspace_id = e.workspace_id "
+                    f"AND p.person_id = {person}"
+                )
+            group, params = _value_sql(query.group)
+        where = [
+            "e.workspace_id = ?",
+            "e.timestamp >= make_timestamptz(?)",
+            "e.timestamp < make_timestamptz(?)",
+            "json_exists(e.context, '$.emotion')",
+        ]
+        params.extend([query.workspace_id, query.start_us, query.end_us])
+        if query.person is not None:
+            resolved = self.resolve_person(query.workspace_id, query.person)
+            where.append(
+                "(e.distinct_id = ? OR e.distinct_id IN (SELECT distinct_id FROM identities "
+                "WHERE workspace_id = ? AND person_id = ?))"
+            )
+            params.extend([resolved, query.workspace_id, resolved])
+        emotion = "json_extract(e.context, '$.emotion')"
+        sql = (
+            f"SELECT {code} AS code, epoch_us(e.timestamp) AS ts, "
+            f"TRY_CAST(json_extract_string({emotion}, '$.valence') AS DOUBLE) AS v, "
+            f"TRY_CAST(json_extract_string({emotion}, '$.arousal') AS DOUBLE) AS a, "
+            f"TRY_CAST(json_extract_string({emotion}, '$.dominance') AS DOUBLE) AS d, "
+            f"json_extract_string({emotion}, '$.dominant') AS label, "
+            f"json_extract_string({emotion}, '$.ekman') AS ekman, "
+            f"TRY_CAST(json_extract_string({emotion}, '$.confidence') AS DOUBLE) AS confidence, "
+            f"{group} AS grp, e.message_id AS message_id "
+            f"FROM events e{joins} WHERE {' AND '.join(where)} ORDER BY code, ts, message_id"
+        )
+        if query.limit is not None:
+            sql += f" LIMIT {int(query.limit)}"
+        with self._cursor() as cur:
+            table = cur.sql(sql, params=params).to_arrow_table()
+        vad = (
+            np.column_stack(
+                [table.column(c).to_numpy(zero_copy_only=False) for c in ("v", "a", "d")]
+            )
+            if table.num_rows
+            else np.zeros((0, 3))
+        )
+        return EmotionRows(
+            person=table.column("code").to_numpy().astype(np.int64, copy=False),
+            ts=table.column("ts").to_numpy().astype(np.int64, copy=False),
+            vad=np.nan_to_num(vad.astype(np.float64), nan=0.0),
+            label=[v or "neutral" for v in table.column("label").to_pylist()],
+            ekman=[v or "neutral" for v in table.column("ekman").to_pylist()],
+            confidence=np.nan_to_num(
+                table.column("confidence").to_numpy(zero_copy_only=False).astype(np.float64)
+            ),
+            group=table.column("grp").to_pylist(),
+            message_id=table.column("message_id").to_pylist(),
         )
 
     # -- export -------------------------------------------------------------------------------

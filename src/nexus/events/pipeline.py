@@ -60,6 +60,7 @@ class IngestPipeline:
         idle_wait: float = 0.2,
         flush_interval: float = 0.5,
         on_stored: Callable[[list[WorkspaceBatch]], None] | None = None,
+        enrich: Callable[[list[WorkspaceBatch]], list[WorkspaceBatch]] | None = None,
     ) -> None:
         self.journal = journal
         self.store = store
@@ -68,6 +69,9 @@ class IngestPipeline:
         self.idle_wait = idle_wait
         self.flush_interval = flush_interval
         self.on_stored = on_stored
+        # Set by the app to add readings (emotion …) to events on their way into the store,
+        # off the request path. A failing enricher never holds events back.
+        self.enrich = enrich
         self.stats = PipelineStats()
         self._position = store.marker(JOURNAL_MARKER) or journal.start
         self._stopping = threading.Event()
@@ -119,6 +123,12 @@ class IngestPipeline:
         if not records:
             return 0
         batches = [decode_record(r.payload) for r in records]
+        if self.enrich is not None:
+            try:
+                batches = self.enrich(batches)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("event enrichment failed; storing the events as they came")
         end = records[-1].end
         result = self.store.append(batches, markers={JOURNAL_MARKER: end})
         self._position = end

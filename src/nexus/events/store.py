@@ -140,6 +140,35 @@ class WorkspaceBatch:
     rows: Sequence[EventRow]
 
 
+@dataclass(frozen=True, slots=True)
+class EmotionScan:
+    """Which emotion readings to fetch: a workspace and period, optionally one person's
+    (any of their ids), optionally with one property's text value per reading."""
+
+    workspace_id: str
+    start_us: int
+    end_us: int
+    person: str | None = None
+    group: PropertyPath | None = None
+    identity: Literal["retroactive", "forward"] = "retroactive"
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmotionRows:
+    """Emotion readings sorted by person code, then time. ``vad`` is ``(n, 3)`` in [-1, 1];
+    ``label`` the dominant fine-grained label, ``ekman`` the dominant Ekman-7 class."""
+
+    person: NDArray[np.int64]
+    ts: NDArray[np.int64]
+    vad: NDArray[np.float64]
+    label: list[str]
+    ekman: list[str]
+    confidence: NDArray[np.float64]
+    group: list[str | None]
+    message_id: list[str]
+
+
 class StoreBusy(RuntimeError):
     """The store is open in another process (a running server holds the embedded file)."""
 
@@ -179,6 +208,10 @@ class EventStore(ABC):
 
     @abstractmethod
     def scan(self, query: StepScan) -> StepRows: ...
+
+    @abstractmethod
+    def emotion_rows(self, query: EmotionScan) -> EmotionRows:
+        """Events that carry an emotion reading (``context.emotion``, written by enrichment)."""
 
     @abstractmethod
     def export(self, workspace_id: str, destination: Path, *, fmt: ExportFormat) -> int:

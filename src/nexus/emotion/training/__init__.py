@@ -1,0 +1,1 @@
+"""Training for both model tiers; the server tier needs the optional ``train`` extra."""
