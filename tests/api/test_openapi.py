@@ -39,6 +39,8 @@ CROSS_FIELD_RULES = {
     ("POST", "/v1/funnels/query"),
     ("GET", "/v1/funnels/{funnel_id}/report"),
     ("GET", "/v1/funnels/{funnel_id}/people"),
+    ("POST", "/v1/emotion/analyze"),  # exactly one of text / texts
+    ("GET", "/v1/emotion/cohorts"),  # by=step needs funnel_id
 }
 
 

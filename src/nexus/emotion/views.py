@@ -39,6 +39,7 @@ def runtime(request: Request) -> service.EmotionRuntime:
     "/emotion/analyze",
     summary="Read the emotion in one text or a batch of up to 256",
     response_model=AnalyzeResponse,
+    responses={503: {"description": "mode=server where the server model is not installed."}},
 )
 async def analyze(
     body: AnalyzeRequest, request: Request, principal: AnalyzePrincipal
