@@ -106,6 +106,28 @@ def test_printed_login_signs_in_over_plain_http(demo: RunningDemo) -> None:
         assert demo.info.write_key in dashboard.text
 
 
+def test_the_demo_history_carries_emotion_by_funnel_step(demo: RunningDemo) -> None:
+    """The seeded chat messages are read like ingested ones: the funnel's steps have an
+    emotional profile, and people about to leave sound unhappier than those who buy."""
+    auth = {"Authorization": f"Bearer {demo.info.secret_key}"}
+    funnels = httpx.get(f"{demo.info.url}/v1/funnels", headers=auth, timeout=10).json()
+    funnel_id = funnels["items"][0]["id"]
+    response = httpx.get(
+        f"{demo.info.url}/v1/emotion/cohorts",
+        params={"by": "step", "funnel_id": funnel_id, "resamples": 200},
+        headers=auth,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    groups = {g["group"]: g for g in response.json()["groups"]}
+    assert len(groups) == 4
+    assert all(g["count"] > 10 for g in groups.values())
+    assert (
+        groups["4. Order Completed"]["valence"]["mean"]
+        > groups["1. Landing Viewed"]["valence"]["mean"]
+    )
+
+
 def test_second_run_on_same_data_dir_rotates_credentials(tmp_path: Path) -> None:
     """Re-running the demo must keep the workspace but print a new password that works, and
     revoke the previous demo secret key (a secret is shown only once, so the old one is of no

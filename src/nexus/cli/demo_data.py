@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from nexus.core.settings import Settings
+from nexus.emotion.service import EmotionRuntime
 from nexus.events import service as events
 from nexus.events.normalize import EventRow, normalize
 from nexus.events.store import WorkspaceBatch
@@ -33,6 +34,37 @@ STEPS = ("Landing Viewed", "Offer Viewed", "Checkout Started", "Order Completed"
 SOURCES = {"google": 0.55, "newsletter": 0.7, "facebook": 0.4}
 HISTORY_VISITORS = 1500
 SEED = 7
+# What visitors write in the shop's chat: who is about to leave writes more of the unhappy kind,
+# so the emotion breakdown of the funnel tells the story the counts tell.
+CHAT_CHANCE = 0.35
+CHAT = {
+    "happy": [
+        "Love the design, this looks great!",
+        "Thanks, that was quick and easy",
+        "Perfect, exactly what I was looking for",
+        "Wow, the discount is amazing",
+        "Great service, thank you so much!",
+    ],
+    "neutral": [
+        "Do you ship to Canada?",
+        "What sizes do you have?",
+        "Is there a student discount?",
+        "How long does delivery take?",
+    ],
+    "unhappy": [
+        "The price went up at checkout, that's annoying",
+        "Why is shipping so expensive??",
+        "I'm worried my card will be charged twice",
+        "This form keeps failing, I give up",
+        "Honestly disappointed, the photos looked better",
+    ],
+}
+
+
+def _chat_text(rng: random.Random, leaving: bool) -> str:
+    moods = ["unhappy", "neutral", "happy"]
+    weights = [0.7, 0.2, 0.1] if leaving else [0.1, 0.4, 0.5]
+    return rng.choice(CHAT[rng.choices(moods, weights)[0]])
 
 
 def _visitor(rng: random.Random, start: datetime, index: int) -> list[dict[str, Any]]:
@@ -42,9 +74,12 @@ def _visitor(rng: random.Random, start: datetime, index: int) -> list[dict[str, 
     variant = rng.choice(["control", "urgency"])
     moment = start
     messages: list[dict[str, Any]] = []
-    for position, step in enumerate(STEPS):
-        if position and rng.random() > SOURCES[source] + (0.05 if variant == "urgency" else 0):
-            break
+    reached = 1
+    while reached < len(STEPS) and rng.random() <= SOURCES[source] + (
+        0.05 if variant == "urgency" else 0
+    ):
+        reached += 1
+    for position, step in enumerate(STEPS[:reached]):
         moment += timedelta(seconds=rng.randint(5, 900))
         messages.append(
             {
@@ -57,6 +92,19 @@ def _visitor(rng: random.Random, start: datetime, index: int) -> list[dict[str, 
                 "context": {"campaign": {"source": source}},
             }
         )
+        if rng.random() < CHAT_CHANCE:
+            leaving = position == reached - 1 and reached < len(STEPS)
+            messages.append(
+                {
+                    "type": "track",
+                    "event": "Chat Message",
+                    "anonymousId": anonymous,
+                    "messageId": str(uuid.UUID(int=rng.getrandbits(128))),
+                    "timestamp": (moment + timedelta(seconds=rng.randint(1, 60))).isoformat(),
+                    "properties": {"message": _chat_text(rng, leaving), "variant": variant},
+                    "context": {"campaign": {"source": source}},
+                }
+            )
         if step == "Checkout Started":
             messages.append(
                 {
@@ -94,7 +142,9 @@ def seed(settings: Settings, db: Session, *, workspace_id: str) -> int:
         for index in range(HISTORY_VISITORS):
             start = now - timedelta(seconds=rng.randint(3600, 7 * 86_400))
             rows.extend(normalize(m, received_at=received) for m in _visitor(rng, start, index))
-        store.append([WorkspaceBatch(workspace_id, rows)])
+        # History skips the ingest pipeline, so it is read here as enrichment would read it.
+        batches = EmotionRuntime(settings).enrich([WorkspaceBatch(workspace_id, rows)])
+        store.append(batches)
         return len(rows)
 
 
