@@ -10,7 +10,9 @@ import pytest
 
 from nexus.emotion.models.edge import EdgeModel
 from nexus.emotion.models.taxonomy import GOEMOTIONS
-from tests.cli.test_events_cli import Cli, cli, data_dir  # noqa: F401 - fixtures
+from nexus.events.duckdb_store import DuckDBEventStore
+from nexus.events.store import EmotionScan
+from tests.cli.test_events_cli import Cli, cli, data_dir, workspace  # noqa: F401 - fixtures
 
 # (text, GoEmotions labels): enough variety for every metric to be defined.
 SAMPLES = [
@@ -175,3 +177,45 @@ def test_train_refuses_a_missing_corpus(cli: Cli, tmp_path: Path) -> None:  # no
         str(tmp_path / "e.csv"),
     )
     assert "no such file" in done.one_line_error(1)
+
+
+def _chat_file(path: Path) -> Path:
+    lines = [
+        {"type": "track", "event": "Chat", "anonymousId": "v1", "messageId": f"chat-{i}",
+         "timestamp": f"2026-11-20T10:0{i}:00Z", "properties": {"message": text}}
+        for i, text in enumerate(["Thank you so much!", "I am so angry about this"])
+    ]  # fmt: skip
+    lines.append({"type": "track", "event": "Viewed", "anonymousId": "v1", "messageId": "view"})
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+def _readings(data: Path, workspace_id: str) -> list[tuple[str, str]]:
+    store = DuckDBEventStore(data / "events.duckdb", memory_limit="256MB", threads=1)
+    try:
+        rows = store.emotion_rows(EmotionScan(workspace_id, 0, 2**62))
+    finally:
+        store.close()
+    return sorted(zip(rows.message_id, rows.ekman, strict=True))
+
+
+def test_import_reads_text_properties_for_emotion(
+    cli: Cli,  # noqa: F811
+    workspace: str,  # noqa: F811
+    data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    done = cli("import", "events", str(_chat_file(tmp_path / "chat.jsonl")), "--json")
+    assert done.json()["imported"] == 3
+    assert _readings(data_dir, workspace) == [("chat-0", "joy"), ("chat-1", "anger")]
+
+
+def test_import_can_skip_enrichment(
+    cli: Cli,  # noqa: F811
+    workspace: str,  # noqa: F811
+    data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    path = _chat_file(tmp_path / "chat.jsonl")
+    assert cli("import", "events", str(path), "--no-enrich", "--json").json()["imported"] == 3
+    assert _readings(data_dir, workspace) == []

@@ -53,10 +53,13 @@ from rich.progress import (
 )
 
 from nexus.cli.output import console, err_console, fail, print_json
+from nexus.core.errors import NexusError
 from nexus.core.settings import Settings
+from nexus.emotion.service import EmotionRuntime, settings_reader
 from nexus.events import service as events
 from nexus.events.normalize import MAX_EVENT_BYTES, EventRejected, EventRow, normalize, parse_time
 from nexus.events.store import EventStore, WorkspaceBatch
+from nexus.storage.database import Database
 from nexus.workspaces import service as workspaces
 
 import_app = typer.Typer(help="Bring data into NEXUS (the server must be stopped).")
@@ -377,6 +380,8 @@ class EventFileImport:
     restart: bool = False
     on_batch: Callable[[int, ImportSummary], None] | None = None
     on_invalid: Callable[[int, str], None] | None = None
+    # Adds readings (emotion) to each batch before it is stored, as the ingest pipeline does.
+    enrich: Callable[[list[WorkspaceBatch]], list[WorkspaceBatch]] | None = None
 
     def run(self, handle: IO[bytes]) -> ImportSummary:
         started = time.perf_counter()
@@ -474,6 +479,8 @@ class EventFileImport:
     ) -> None:
         """Store a batch and the position after it, in one transaction."""
         batches = [WorkspaceBatch(self.workspace_id, rows)] if rows else []
+        if batches and self.enrich is not None:
+            batches = self.enrich(batches)
         result = self.store.append(batches, markers={keys[0]: offset, keys[1]: line})
         summary.imported += result.inserted
         summary.duplicates += result.duplicates
@@ -504,6 +511,19 @@ def _workspace(settings: Settings, requested: str | None) -> str:
         fail("there is no workspace yet: create one with `nexus workspace create NAME`")
     fail("there are several workspaces: choose one with --workspace (`nexus workspace list`)", 2)
     raise AssertionError("unreachable: fail() exits")
+
+
+def _emotion_enricher(settings: Settings) -> EmotionRuntime:
+    """The emotion reader an import uses, with the workspace's text-property settings."""
+    database = Database(settings.resolved_database_url)
+    if settings.emotion_enrichment == "off":
+        # --enrich asked for it explicitly: read with the cascade.
+        settings = settings.model_copy(update={"emotion_enrichment": "cascade"})
+    try:
+        return EmotionRuntime(settings, text_properties_of=settings_reader(database.session))
+    except NexusError as exc:
+        fail(str(exc))
+        raise
 
 
 def _import_format(path: Path, fmt: ImportFormat | None) -> ImportFormat:
@@ -550,6 +570,14 @@ def import_events(
             "(events already stored are still skipped).",
         ),
     ] = False,
+    enrich: Annotated[
+        bool | None,
+        typer.Option(
+            "--enrich/--no-enrich",
+            help="Read text properties for emotion as ingestion does (default: unless "
+            "NEXUS_EMOTION_ENRICHMENT=off).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Import Segment messages from a file; run it again to resume an interrupted import."""
@@ -589,6 +617,9 @@ def import_events(
                 f"line {line}: {detail}", markup=False, highlight=False, soft_wrap=True
             )
 
+        enricher = None
+        if enrich if enrich is not None else settings.emotion_enrichment != "off":
+            enricher = _emotion_enricher(settings).enrich
         job = EventFileImport(
             store,
             workspace_id=workspace_id,
@@ -599,6 +630,7 @@ def import_events(
             restart=restart,
             on_batch=on_batch,
             on_invalid=on_invalid,
+            enrich=enricher,
         )
         size = file.stat().st_size
         with progress:
