@@ -29,7 +29,7 @@ HAS_SERVER = ServerArtifacts.in_directory(default_artifacts_dir()).exist()
 needs_server = pytest.mark.skipif(not HAS_SERVER, reason="server artifacts not built")
 TEXTS = [
     "Thank you so much!",
-    "I can't believe they did this to me, I'm furious",
+    "I am so angry, this is infuriating",
     "ok",
     "Is this the right place to ask about shipping?",
     "I'm worried the package won't arrive in time",
@@ -146,8 +146,9 @@ def test_the_server_model_does_not_depend_on_batch_company() -> None:
     together = model.scores(TEXTS * 3)
     alone = np.vstack([model.scores([text]) for text in TEXTS])
     assert together.shape == (24, 38)
-    assert np.allclose(together[:8], alone, atol=2e-3)
-    assert np.allclose(together[8:16], together[:8])
+    # Each text is read on its own: the same numbers whatever else is in the batch.
+    assert np.array_equal(together[:8], alone)
+    assert np.array_equal(together[8:16], together[:8])
     assert model.scores([]).shape == (0, 38)
 
 

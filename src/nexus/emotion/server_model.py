@@ -1,13 +1,17 @@
 """The server tier at inference time: an int8 MiniLM under onnxruntime.
 
-Needs only onnxruntime, tokenizers and numpy. Texts of a batch are sorted by length and run
-in sub-batches of similar length, so a long text does not make every other text in the batch
-pay for its padding; results come back in the caller's order.
+Needs only onnxruntime, tokenizers and numpy. Each text runs on its own, never padded into a
+batch: the model's activations are quantised dynamically with one scale per tensor, so in a
+batch one text's reading would depend on the texts beside it. Throughput comes from running
+texts side by side instead: ``threads`` workers share one single-threaded session (an
+onnxruntime session may be run from several threads at once), which on short texts is also
+faster than batching with intra-op threads (measured: 340 vs 250 texts/s on 2 busy cores).
 """
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +20,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from nexus.core.errors import ConfigurationError
-
-SUB_BATCH = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,9 @@ class ServerModel:
         self.version = str(self.metadata["version"])
         self.label_thresholds = np.asarray(self.metadata["thresholds"]["goemotions"])
         self.ekman_thresholds = np.asarray(self.metadata["thresholds"]["ekman"])
+        self.threads = threads
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = onnxruntime.InferenceSession(
@@ -64,23 +67,34 @@ class ServerModel:
         self._tokenizer = Tokenizer.from_file(str(artifacts.tokenizer))
         self._tokenizer.enable_truncation(int(self.metadata["max_length"]))
         self._tokenizer.no_padding()
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nexus-emotion")
+
+    def _run(self, ids: list[int]) -> NDArray[np.float32]:
+        tokens = np.asarray([ids], dtype=np.int64)
+        (result,) = self._session.run(
+            None, {"input_ids": tokens, "attention_mask": np.ones_like(tokens)}
+        )
+        return np.asarray(result[0], dtype=np.float32)
+
+    def _run_share(self, work: list[tuple[int, list[int]]], out: NDArray[np.float32]) -> None:
+        for row, ids in work:
+            out[row] = self._run(ids)
 
     def scores(self, texts: list[str]) -> NDArray[np.float32]:
         """Raw outputs ``(n, 38)``: 28 label logits, 7 Ekman logits, VAD on a 1-5 scale."""
-        if not texts:
-            return np.zeros((0, 38), dtype=np.float32)
-        encoded = self._tokenizer.encode_batch(texts)
-        ids = [e.ids for e in encoded]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = np.zeros((len(texts), 38), dtype=np.float32)
-        for start in range(0, len(order), SUB_BATCH):
-            rows = order[start : start + SUB_BATCH]
-            width = max(len(ids[i]) for i in rows)
-            input_ids = np.zeros((len(rows), width), dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for position, row in enumerate(rows):
-                input_ids[position, : len(ids[row])] = ids[row]
-                mask[position, : len(ids[row])] = 1
-            (result,) = self._session.run(None, {"input_ids": input_ids, "attention_mask": mask})
-            out[rows] = result
+        if not texts:
+            return out
+        encoded = [e.ids for e in self._tokenizer.encode_batch(texts)]
+        if len(texts) == 1 or self.threads == 1:
+            self._run_share(list(enumerate(encoded)), out)
+            return out
+        # Longest first, dealt round-robin, so the workers finish at about the same time.
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        shares = [[(i, encoded[i]) for i in order[k :: self.threads]] for k in range(self.threads)]
+        for done in [self._pool.submit(self._run_share, share, out) for share in shares]:
+            done.result()
         return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
