@@ -447,15 +447,7 @@ class DuckDBEventStore(EventStore):
 
     def scan(self, query: StepScan) -> StepRows:
         params: list[Any] = []
-        retro = query.identity == "retroactive"
-        person = "coalesce(m.person_id, e.distinct_id)" if retro else "e.person_id"
-        code = "coalesce(m.person_code, e.distinct_code)" if retro else "e.person_code"
-        joins = (
-            " LEFT JOIN identities m ON m.workspace_id = e.workspace_id "
-            "AND m.distinct_id = e.distinct_id"
-            if retro
-            else ""
-        )
+        person, code, joins = _identity_sql(query.identity)
         needs_person = any(
             f.property.source == "person" for c in query.conditions for f in c.filters
         ) or (query.breakdown is not None and query.breakdown.source == "person")
@@ -524,19 +516,11 @@ class DuckDBEventStore(EventStore):
         )
 
     def emotion_rows(self, query: EmotionScan) -> EmotionRows:
-        retro = query.identity == "retroactive"
-        code = "coalesce(m.person_code, e.distinct_code)" if retro else "e.person_code"
-        joins = (
-            " LEFT JOIN identities m ON m.workspace_id = e.workspace_id "
-            "AND m.distinct_id = e.distinct_id"
-            if retro
-            else ""
-        )
+        person, code, joins = _identity_sql(query.identity)
         params: list[Any] = []
         group = "NULL"
         if query.group is not None:
             if query.group.source == "person":
-                person = "coalesce(m.person_id, e.distinct_id)" if retro else "e.person_id"
                 joins += (
                     " LEFT JOIN persons p ON p.workspace_id = e.workspace_id "
                     f"AND p.person_id = {person}"
@@ -624,6 +608,20 @@ class DuckDBEventStore(EventStore):
     def close(self) -> None:
         with self._write_lock:
             self._con.close()
+
+
+def _identity_sql(identity: str) -> tuple[str, str, str]:
+    """SQL for an event's person id and person code under ``identity``, and the join they
+    need: retroactive merging looks the person up now, forward merging uses the one stored
+    with the event."""
+    if identity != "retroactive":
+        return "e.person_id", "e.person_code", ""
+    return (
+        "coalesce(m.person_id, e.distinct_id)",
+        "coalesce(m.person_code, e.distinct_code)",
+        " LEFT JOIN identities m ON m.workspace_id = e.workspace_id "
+        "AND m.distinct_id = e.distinct_id",
+    )
 
 
 def _value_sql(path: PropertyPath) -> tuple[str, list[Any]]:
