@@ -123,7 +123,7 @@ def test_edge_only_deployments_answer_cascade_from_the_edge(tmp_path: Path) -> N
 
 
 @needs_server
-def test_the_cascade_routes_by_edge_confidence(analyzer: EmotionAnalyzer) -> None:
+def test_the_cascade_keeps_what_the_router_trusts(analyzer: EmotionAnalyzer) -> None:
     edge = analyzer.analyze(TEXTS, mode="edge").vectors
     server = analyzer.analyze(TEXTS, mode="server").vectors
     assert {v.tier for v in server} == {"server"}
@@ -131,13 +131,28 @@ def test_the_cascade_routes_by_edge_confidence(analyzer: EmotionAnalyzer) -> Non
         analyzer.set_edge_share(share)
         assert {v.tier for v in analyzer.analyze(TEXTS, mode="cascade").vectors} == {expected}
     analyzer.set_edge_share(0.7)
+    keep = analyzer.keeps_at_edge(TEXTS, analyzer.edge_scores(TEXTS).astype(np.float64), edge)
     mixed = analyzer.analyze(TEXTS, mode="cascade")
-    for vector, e, s in zip(mixed.vectors, edge, server, strict=True):
-        # A confident edge answer is kept as is; an unsure one is the server's answer.
-        assert vector == (e if e.confidence >= analyzer.threshold else s)
-    assert mixed.edge_share == pytest.approx(
-        sum(e.confidence >= analyzer.threshold for e in edge) / len(TEXTS)
-    )
+    for kept, vector, e, s in zip(keep, mixed.vectors, edge, server, strict=True):
+        # A trusted edge answer is kept as is; any other is the server's answer.
+        assert vector == (e if kept else s)
+    assert mixed.edge_share == pytest.approx(keep.mean())
+
+
+@needs_server
+def test_the_shipped_router_keeps_about_the_target_share_of_dev_like_text(
+    analyzer: EmotionAnalyzer,
+) -> None:
+    assert analyzer.router is not None
+    texts = [f"{a} {b}" for a in TEXTS for b in TEXTS]
+    scores = analyzer.edge_scores(texts).astype(np.float64)
+    edge = analyzer.analyze(texts, mode="edge").vectors
+    kept = []
+    for share in (0.3, 0.9):
+        analyzer.set_edge_share(share)
+        kept.append(analyzer.keeps_at_edge(texts, scores, edge).mean())
+    analyzer.set_edge_share(0.7)
+    assert kept[0] < kept[1]
 
 
 @needs_server

@@ -8,11 +8,14 @@ labelled file; ``analyze`` reads one text.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
+import orjson
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -22,6 +25,9 @@ from nexus.core.settings import Settings
 from nexus.emotion.analyzer import EmotionAnalyzer, default_artifacts_dir
 from nexus.emotion.datasets import Taxonomy, read_emobank, read_goemotions_tsv, read_labelled
 from nexus.emotion.evaluation import EvaluationReport, VadReport, evaluate, evaluate_vad
+from nexus.emotion.models.taxonomy import EKMAN, GOEMOTIONS
+from nexus.emotion.models.vector import EKMAN_END, sigmoid
+from nexus.emotion.server_model import ServerArtifacts, ServerModel
 
 emotion_app = typer.Typer(
     help="Emotion: analyse text, evaluate and train the models.", no_args_is_help=True
@@ -186,6 +192,25 @@ def evaluate_command(
         _print_report(report)
 
 
+def _teacher(
+    directory: Path, texts: list[str], advance: Callable[[str, int, int], None]
+) -> np.ndarray | None:
+    """The server tier's label and Ekman probabilities for ``texts``, if it is there."""
+    artifacts = ServerArtifacts.in_directory(directory)
+    if not artifacts.exist():
+        return None
+    model = ServerModel(artifacts)
+    out = np.zeros((len(texts), len(GOEMOTIONS) + len(EKMAN)))
+    chunk = 1024
+    for start in range(0, len(texts), chunk):
+        out[start : start + chunk] = sigmoid(
+            model.scores(texts[start : start + chunk])[:, :EKMAN_END].astype(np.float64)
+        )
+        advance("server readings for distillation", min(start + chunk, len(texts)), len(texts))
+    model.close()
+    return out
+
+
 @emotion_app.command("train")
 def train(
     goemotions: Annotated[
@@ -208,6 +233,14 @@ def train(
         int | None, typer.Option(min=16, help="Train on the first N texts only (smoke runs).")
     ] = None,
     version: Annotated[str | None, typer.Option(help="Version stamped on the artifacts.")] = None,
+    distill: Annotated[
+        bool,
+        typer.Option(
+            "--distill/--no-distill",
+            help="Edge tier: learn from the server tier's readings too (needs the server "
+            "artifacts in the output directory, trained first with --tier both).",
+        ),
+    ] = True,
 ) -> None:
     """Train the edge and/or server tier from GoEmotions and EmoBank (seeded)."""
     from nexus.emotion.training.edge import EdgeTrainingConfig, train_edge  # noqa: PLC0415
@@ -234,26 +267,12 @@ def train(
                     tasks[stage] = progress.add_task(stage, total=total)
                 progress.update(tasks[stage], completed=done, total=total)
 
-            if tier in ("edge", "both"):
-                started = time.perf_counter()
-                model = train_edge(
-                    train=train_set,
-                    dev=dev_set,
-                    vad_train=vad_train,
-                    version=f"edge-{stamp}",
-                    config=EdgeTrainingConfig(limit=limit),
-                    progress=advance,
-                )
-                import orjson  # noqa: PLC0415
-
-                (target / "edge.json").write_bytes(orjson.dumps(model.to_json()))
-                seconds = time.perf_counter() - started
-                progress.console.print(
-                    f"edge tier written to {target / 'edge.json'} ({seconds:.0f} s)"
-                )
             if tier in ("server", "both"):
                 from nexus.emotion.training.export import export_server  # noqa: PLC0415
-                from nexus.emotion.training.server import ServerTrainingConfig, train_server  # noqa: PLC0415
+                from nexus.emotion.training.server import (  # noqa: PLC0415
+                    ServerTrainingConfig,
+                    train_server,
+                )
 
                 checkpoint = train_server(
                     train=train_set,
@@ -269,5 +288,43 @@ def train(
                     checkpoint=checkpoint, out_dir=target, dev=dev_set, version=f"server-{stamp}"
                 )
                 progress.console.print(f"server tier written to {artifacts.model}")
+            if tier in ("edge", "both"):
+                started = time.perf_counter()
+                texts = train_set.texts[:limit]
+                teacher = _teacher(target, texts, advance) if distill else None
+                model = train_edge(
+                    train=train_set,
+                    dev=dev_set,
+                    vad_train=vad_train,
+                    version=f"edge-{stamp}",
+                    config=EdgeTrainingConfig(limit=limit),
+                    teacher=teacher,
+                    progress=advance,
+                )
+                (target / "edge.json").write_bytes(orjson.dumps(model.to_json()))
+                seconds = time.perf_counter() - started
+                how = "distilled from the server tier" if teacher is not None else "gold labels"
+                progress.console.print(
+                    f"edge tier ({how}) written to {target / 'edge.json'} ({seconds:.0f} s)"
+                )
+                router_path = target / "router.json"
+                if not ServerArtifacts.in_directory(target).exist():
+                    # A router belongs to one edge model and routes to a server tier.
+                    router_path.unlink(missing_ok=True)
+                    return
+                from nexus.emotion.training.router import train_router  # noqa: PLC0415
+
+                router = train_router(
+                    train=train_set,
+                    dev=dev_set,
+                    vad_train=vad_train,
+                    edge=model,
+                    teacher=teacher,
+                    version=f"router-{stamp}",
+                    config=EdgeTrainingConfig(limit=limit),
+                    progress=advance,
+                )
+                router_path.write_bytes(orjson.dumps(router.to_json()))
+                progress.console.print(f"cascade router written to {router_path}")
     except NexusError as exc:
         fail(str(exc))

@@ -43,6 +43,7 @@ class EdgeTrainingConfig:
     vad_features: int = 1000
     regularisation: float = 4.0  # logistic regression C
     ridge_alpha: float = 1.0
+    distill: float = 1.0  # share of the teacher's probabilities in each target
     seed: int = 20261121
     limit: int | None = None
 
@@ -60,7 +61,7 @@ def _matrix(hasher: FeatureHasher, texts: list[str]) -> object:
 
 def _fit_heads(
     features: object,
-    targets: NDArray[np.bool_],
+    targets: NDArray[np.float64],
     vad_features: object,
     vad: NDArray[np.float64],
     config: EdgeTrainingConfig,
@@ -68,22 +69,36 @@ def _fit_heads(
     stage: str,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Weights ``(columns, heads)`` and biases of every head, labels first, VAD last."""
+    from scipy import sparse  # noqa: PLC0415
     from sklearn.linear_model import LogisticRegression, Ridge  # noqa: PLC0415
 
     heads = targets.shape[1] + vad.shape[1]
     columns = features.shape[1]  # type: ignore[attr-defined]
     weights = np.zeros((columns, heads))
     bias = np.zeros(heads)
+    # Soft targets (a teacher's probabilities) are fitted as weighted hard ones: each text
+    # once as positive with weight p and once as negative with weight 1 - p, which is the
+    # same cross-entropy.
+    soft = bool(((targets > 0) & (targets < 1)).any())
+    doubled = sparse.vstack([features, features], format="csr") if soft else features
+    rows = targets.shape[0]
     for head in range(targets.shape[1]):
         column = targets[:, head]
-        if column.all() or not column.any():
-            bias[head] = 10.0 if column.all() else -10.0
+        if column.min() == column.max():
+            bias[head] = 10.0 if column[0] >= 0.5 else -10.0
+            if progress is not None:
+                progress(stage, head + 1, heads)
+            continue
+        model = LogisticRegression(
+            C=config.regularisation, solver="liblinear", max_iter=300, random_state=config.seed
+        )
+        if soft:
+            labels = np.concatenate([np.ones(rows), np.zeros(rows)])
+            model.fit(doubled, labels, sample_weight=np.concatenate([column, 1.0 - column]))
         else:
-            model = LogisticRegression(
-                C=config.regularisation, solver="liblinear", max_iter=300, random_state=config.seed
-            ).fit(features, column)
-            weights[:, head] = model.coef_[0]
-            bias[head] = model.intercept_[0]
+            model.fit(features, column >= 0.5)
+        weights[:, head] = model.coef_[0]
+        bias[head] = model.intercept_[0]
         if progress is not None:
             progress(stage, head + 1, heads)
     ridge = Ridge(alpha=config.ridge_alpha, solver="sparse_cg", random_state=config.seed).fit(
@@ -103,8 +118,17 @@ def train_edge(
     vad_train: VadTexts,
     version: str,
     config: EdgeTrainingConfig = EdgeTrainingConfig(),
+    teacher: NDArray[np.float64] | None = None,
     progress: Progress | None = None,
 ) -> EdgeModel:
+    """Train, prune, quantise and tune the edge tier.
+
+    ``teacher`` holds the server tier's probabilities for the training texts, ``(n, 35)``:
+    28 labels then 7 Ekman groups. With it, each head learns a blend of the gold labels and
+    the teacher's beliefs (``config.distill`` of the latter): knowledge distillation (Hinton
+    et al., 2015), which makes the edge agree more with the server, so the cascade loses less
+    when it keeps the edge's answer.
+    """
     try:
         import sklearn  # noqa: F401, PLC0415
     except ImportError:
@@ -118,7 +142,11 @@ def train_edge(
         vad_texts, vad_values = vad_texts[: config.limit], vad_values[: config.limit]
     hasher = FeatureHasher(config.bits)
     gold = label_sets_to_matrix(labels, len(GOEMOTIONS))
-    targets = np.hstack([gold, goemotions_to_ekman(gold)])
+    targets = np.hstack([gold, goemotions_to_ekman(gold)]).astype(np.float64)
+    if teacher is not None:
+        if teacher.shape != targets.shape:
+            raise ValueError(f"teacher must be {targets.shape}, not {teacher.shape}")
+        targets = (1.0 - config.distill) * targets + config.distill * teacher
     vad = np.asarray(vad_values, dtype=np.float64)
     features = _matrix(hasher, texts)
     vad_features = _matrix(hasher, vad_texts)
