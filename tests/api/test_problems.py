@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 from fastapi.testclient import TestClient
 
 from tests.conftest import World, bearer
 
 
-def _problem(response: object, status: int, code: str) -> dict[str, object]:
-    from httpx import Response
-
-    assert isinstance(response, Response)
+def _problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     body: dict[str, object] = response.json()

@@ -24,7 +24,7 @@ from nexus.emotion.models.vector import EKMAN_END, LABELS_END, sigmoid
 from nexus.emotion.training.edge import EdgeTrainingConfig, train_edge
 
 Progress = Callable[[str, int, int], None]
-ITERATIONS = 300
+ITERATIONS = 300  # at most: scikit-learn stops early on a 10 % hold-out of the readings
 LEARNING_RATE = 0.05
 
 
