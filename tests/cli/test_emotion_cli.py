@@ -219,3 +219,16 @@ def test_import_can_skip_enrichment(
     path = _chat_file(tmp_path / "chat.jsonl")
     assert cli("import", "events", str(path), "--no-enrich", "--json").json()["imported"] == 3
     assert _readings(data_dir, workspace) == []
+
+
+def test_eval_refuses_malformed_csv_and_non_finite_ratings(
+    cli: Cli,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    huge = tmp_path / "huge.csv"
+    huge.write_text('text,label\n"' + "x" * 200_000 + '",joy\n')
+    assert "not valid CSV" in cli("emotion", "eval", str(huge), "--tier", "edge").one_line_error(1)
+    bank = tmp_path / "bank.csv"
+    bank.write_text("id,split,V,A,D,text\nr1,dev,nan,3,3,hello\n")
+    error = cli("emotion", "eval", "--emobank", str(bank), "--tier", "edge").one_line_error(1)
+    assert "finite" in error

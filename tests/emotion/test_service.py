@@ -174,3 +174,31 @@ def test_server_readings_make_sense(analyzer: EmotionAnalyzer) -> None:
     assert furious.ekman_label == "anger"
     assert thanks.valence > furious.valence
     assert tuple(thanks.ekman) == EKMAN
+
+
+def test_stored_readings_are_finite_and_in_range_or_missing(tmp_path: Path) -> None:
+    from nexus.events.duckdb_store import DuckDBEventStore
+    from nexus.events.normalize import normalize
+    from nexus.events.store import EmotionScan, WorkspaceBatch
+
+    readings = [
+        {"valence": 1e300, "arousal": -7, "dominance": 0.5, "ekman": "joy"},
+        {"valence": "inf", "arousal": "oops", "dominance": None, "ekman": "rage"},
+    ]
+    rows = [
+        normalize(
+            {"type": "track", "event": "Chat", "anonymousId": "v", "messageId": f"m{i}",
+             "timestamp": f"2026-11-20T10:0{i}:00Z", "context": {"emotion": reading}},
+            received_at=1_763_600_000_000_000,
+        )
+        for i, reading in enumerate(readings)
+    ]  # fmt: skip
+    store = DuckDBEventStore(tmp_path / "events.duckdb", memory_limit="256MB", threads=1)
+    try:
+        store.append([WorkspaceBatch("ws", rows)])
+        found = store.emotion_rows(EmotionScan("ws", 0, 2**62, person="v"))
+    finally:
+        store.close()
+    assert found.message_id == ["m0", "m1"]
+    assert found.vad[0].tolist() == [1.0, -1.0, 0.5]
+    assert np.isnan(found.vad[1]).all()

@@ -291,3 +291,24 @@ def test_cohorts_by_variant_campaign_time_and_step(client: TestClient, world: Wo
     assert [(g["group"], g["count"]) for g in steps.json()["groups"]] == [("2. Chat", 6)]
     missing = client.get(f"/v1/emotion/cohorts?by=step{period}", headers=auth)
     assert missing.status_code == 422
+
+
+def test_readings_a_client_sends_are_kept_apart_and_cannot_break_trajectories(
+    client: TestClient, world: World
+) -> None:
+    spoof = {"valence": 1e300, "arousal": "inf", "dominance": None, "ekman": "rage"}
+    batch = [
+        {"type": "track", "event": "Viewed", "anonymousId": "spoof", "messageId": "s-0",
+         "context": {"emotion": spoof}},
+        _chat("spoof", 1, "I love this so much", 1),
+    ]  # fmt: skip
+    assert client.post(
+        "/v1/batch", json={"batch": batch}, headers=basic(world.a.write_key)
+    ).is_success
+    items = wait_for_ids(client, world.a.secret_key, {"s-0", "spoof-1"})
+    stored = {e["messageId"]: e for e in items}["s-0"]
+    assert "emotion" not in stored["context"]
+    assert stored["context"]["client_emotion"]["ekman"] == "rage"
+    response = client.get("/v1/visitors/spoof/emotion", headers=bearer(world.a.secret_key))
+    assert response.status_code == 200, response.text
+    assert [p["message_id"] for p in response.json()["history"]] == ["spoof-1"]

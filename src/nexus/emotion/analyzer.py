@@ -42,7 +42,7 @@ def load_edge_model(directory: Path) -> EdgeModel:
         return EdgeModel.from_json(json.loads(path.read_text()))
     except FileNotFoundError:
         raise ConfigurationError(f"edge emotion model not found: {path}") from None
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigurationError(f"{path} is not a valid edge emotion model: {exc}") from None
 
 
@@ -52,7 +52,7 @@ def load_router(directory: Path) -> CascadeRouter | None:
         return None
     try:
         return CascadeRouter.from_json(json.loads(path.read_text()))
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigurationError(f"{path} is not a valid cascade router: {exc}") from None
 
 

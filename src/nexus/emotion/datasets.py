@@ -7,6 +7,8 @@ naming the file and line, so the CLI can print one line instead of a traceback.
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -87,6 +89,14 @@ def detect_taxonomy(names: set[str]) -> Taxonomy:
     raise InvalidInput(f"unknown emotion labels: {', '.join(unknown[:5])}")
 
 
+def _csv_rows(path: Path, reader: csv.DictReader[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows with their line numbers; a malformed CSV is a clear error, not a traceback."""
+    try:
+        yield from enumerate(reader, start=2)
+    except csv.Error as exc:
+        raise InvalidInput(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+
+
 def read_labelled_csv(path: Path, *, taxonomy: Taxonomy | None = None) -> LabelledTexts:
     """A CSV with a ``text`` column and a ``label`` (or ``labels``) column of names.
 
@@ -94,14 +104,17 @@ def read_labelled_csv(path: Path, *, taxonomy: Taxonomy | None = None) -> Labell
     """
     lines = _open(path)
     reader = csv.DictReader(lines)
-    fields = [name.strip().lower() for name in reader.fieldnames or []]
+    try:
+        fields = [name.strip().lower() for name in reader.fieldnames or []]
+    except csv.Error as exc:
+        raise InvalidInput(f"{path}: not valid CSV ({exc})") from None
     label_field = next((name for name in ("label", "labels") if name in fields), None)
     if "text" not in fields or label_field is None:
         raise InvalidInput(f"{path}: needs a 'text' column and a 'label' column")
     reader.fieldnames = fields
     texts: list[str] = []
     names: list[list[str]] = []
-    for number, row in enumerate(reader, start=2):
+    for number, row in _csv_rows(path, reader):
         cell = (row.get(label_field) or "").replace(";", ",").replace("|", ",")
         row_names = [part.strip().lower() for part in cell.split(",") if part.strip()]
         if not row_names or row.get("text") is None:
@@ -131,18 +144,24 @@ def read_labelled(path: Path, *, taxonomy: Taxonomy | None = None) -> LabelledTe
 def read_emobank(path: Path, *, split: str | None = None) -> VadTexts:
     """EmoBank's CSV (``id,split,V,A,D,text``), optionally one split only."""
     reader = csv.DictReader(_open(path))
+    try:
+        header = set(reader.fieldnames or [])
+    except csv.Error as exc:
+        raise InvalidInput(f"{path}: not valid CSV ({exc})") from None
     required = {"V", "A", "D", "text"}
-    if not required <= set(reader.fieldnames or []):
+    if not required <= header:
         raise InvalidInput(f"{path}: EmoBank CSV needs columns V, A, D and text")
     texts: list[str] = []
     vad: list[tuple[float, float, float]] = []
-    for number, row in enumerate(reader, start=2):
+    for number, row in _csv_rows(path, reader):
         if split is not None and row.get("split") != split:
             continue
         try:
             scores = (float(row["V"]), float(row["A"]), float(row["D"]))
         except (TypeError, ValueError):
             raise InvalidInput(f"{path}:{number}: V, A and D must be numbers") from None
+        if not all(math.isfinite(v) for v in scores):
+            raise InvalidInput(f"{path}:{number}: V, A and D must be finite numbers")
         texts.append(row["text"] or "")
         vad.append(scores)
     if not texts:

@@ -178,6 +178,7 @@ class EmotionRuntime:
         Only the first configured property present (as a non-empty string) is read; which
         one is recorded as ``source``. Events without text pass through untouched.
         """
+        batches = [_set_aside_client_readings(batch) for batch in batches]
         if self.enrichment is None:
             return batches
         found: list[tuple[int, int, str, str]] = []  # batch, row, property, text
@@ -213,6 +214,28 @@ class EmotionRuntime:
         ]
 
 
+def _set_aside_client_readings(batch: WorkspaceBatch) -> WorkspaceBatch:
+    """Move an ``emotion`` a client put in an event's context to ``client_emotion``.
+
+    ``context.emotion`` is what NEXUS read; a reading a client sends is kept, but apart, so
+    it cannot pose as one (or feed trajectories and cohorts values NEXUS never produced).
+    """
+    rows = list(batch.rows)
+    changed = False
+    for index, row in enumerate(rows):
+        raw = row[CONTEXT]
+        if not isinstance(raw, str) or '"emotion"' not in raw:
+            continue
+        context = orjson.loads(raw)
+        if isinstance(context, dict) and "emotion" in context:
+            context["client_emotion"] = context.pop("emotion")
+            moved = list(row)
+            moved[CONTEXT] = orjson.dumps(context).decode()
+            rows[index] = moved
+            changed = True
+    return WorkspaceBatch(batch.workspace_id, rows) if changed else batch
+
+
 def settings_reader(session_factory: Callable[[], Any]) -> Callable[[str], list[str]]:
     """``text_properties_of`` for the runtime, reading the metadata database."""
 
@@ -232,17 +255,19 @@ MAX_HISTORY = 1_000
 MAX_FIT_READINGS = 200_000
 
 
+def _observation(rows: EmotionRows, i: int) -> trajectory.Observation:
+    ekman = rows.ekman[i]
+    return trajectory.Observation(
+        t=float(rows.ts[i]) / US,
+        valence=float(rows.vad[i, 0]),
+        arousal=float(rows.vad[i, 1]),
+        dominance=float(rows.vad[i, 2]),
+        label=EKMAN.index(ekman) if ekman in EKMAN else EKMAN.index("neutral"),
+    )
+
+
 def _observations(rows: EmotionRows, start: int, stop: int) -> list[trajectory.Observation]:
-    return [
-        trajectory.Observation(
-            t=float(rows.ts[i]) / US,
-            valence=float(rows.vad[i, 0]),
-            arousal=float(rows.vad[i, 1]),
-            dominance=float(rows.vad[i, 2]),
-            label=EKMAN.index(rows.ekman[i]) if rows.ekman[i] in EKMAN else EKMAN.index("neutral"),
-        )
-        for i in range(start, stop)
-    ]
+    return [_observation(rows, i) for i in range(start, stop)]
 
 
 def _sequences(rows: EmotionRows) -> list[list[trajectory.Observation]]:
@@ -313,17 +338,18 @@ def visitor_emotion(
             identity=identity,
         )
     )
-    if not len(rows.ts):
+    finite = np.flatnonzero(np.isfinite(rows.vad).all(axis=1))
+    if not len(finite):
         raise NotFound(f"No emotion readings for visitor {visitor_id}.")
-    first = max(0, len(rows.ts) - MAX_HISTORY)
-    observations = _observations(rows, first, len(rows.ts))
+    finite = finite[-MAX_HISTORY:]
+    observations = [_observation(rows, int(i)) for i in finite]
     params, transitions = dynamics.get(store, workspace_id=workspace_id, now_us=now_us)
     result = trajectory.trajectory(observations, params, transitions, steps)
     # Filtered points come back in time order, as the rows do.
     history = [
         EmotionPoint(
             timestamp=datetime.fromtimestamp(point.t, tz=UTC),
-            message_id=rows.message_id[first + index],
+            message_id=rows.message_id[finite[index]],
             observed=VadState(
                 valence=point.observed[0], arousal=point.observed[1], dominance=point.observed[2]
             ),
@@ -335,7 +361,7 @@ def visitor_emotion(
             filtered_sd=VadState(
                 valence=point.valence.sd, arousal=point.arousal.sd, dominance=point.dominance.sd
             ),
-            label=rows.label[first + index],
+            label=rows.label[finite[index]],
             ekman=EKMAN[point.label],
         )
         for index, point in enumerate(result.history)
@@ -390,7 +416,13 @@ def _step_groups(
     definition = FunnelDefinition.model_validate(funnel.definition)
     analysis = funnels.analyse(store, workspace_id=workspace_id, definition=definition, span=span)
     paths = analysis.paths
-    names = [f"{i + 1}. {step.event}" for i, step in enumerate(definition.steps)]
+    # In an unordered funnel column j is "the (j+1)-th step reached", whichever it was.
+    names = [
+        f"{i + 1} of {len(definition.steps)} steps"
+        if definition.mode == "unordered"
+        else f"{i + 1}. {step.event}"
+        for i, step in enumerate(definition.steps)
+    ]
     out: list[str | None] = []
     if not paths.n_persons:
         return [None] * len(rows.ts)

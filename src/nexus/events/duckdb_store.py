@@ -550,7 +550,14 @@ class DuckDBEventStore(EventStore):
             f"json_extract_string({emotion}, '$.ekman') AS ekman, "
             f"TRY_CAST(json_extract_string({emotion}, '$.confidence') AS DOUBLE) AS confidence, "
             f"{group} AS grp, e.message_id AS message_id "
-            f"FROM events e{joins} WHERE {' AND '.join(where)} ORDER BY code, ts, message_id"
+            f"FROM events e{joins} WHERE {' AND '.join(where)} "
+            # One person's readings in time order (under forward merging a person's events
+            # can carry several codes); everyone's grouped by person for the fits.
+            + (
+                "ORDER BY ts, message_id"
+                if query.person is not None
+                else "ORDER BY code, ts, message_id"
+            )
         )
         if query.limit is not None:
             sql += f" LIMIT {int(query.limit)}"
@@ -566,7 +573,9 @@ class DuckDBEventStore(EventStore):
         return EmotionRows(
             person=table.column("code").to_numpy().astype(np.int64, copy=False),
             ts=table.column("ts").to_numpy().astype(np.int64, copy=False),
-            vad=np.nan_to_num(vad.astype(np.float64), nan=0.0),
+            # Readings can come from clients too: anything not a finite number is missing
+            # (NaN), anything outside [-1, 1] is clipped.
+            vad=np.clip(np.where(np.isfinite(vad), vad, np.nan).astype(np.float64), -1.0, 1.0),
             label=[v or "neutral" for v in table.column("label").to_pylist()],
             ekman=[v or "neutral" for v in table.column("ekman").to_pylist()],
             confidence=np.nan_to_num(

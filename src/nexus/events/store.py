@@ -156,8 +156,9 @@ class EmotionScan:
 
 @dataclass(frozen=True, slots=True)
 class EmotionRows:
-    """Emotion readings sorted by person code, then time. ``vad`` is ``(n, 3)`` in [-1, 1];
-    ``label`` the dominant fine-grained label, ``ekman`` the dominant Ekman-7 class."""
+    """Emotion readings sorted by person code, then time (by time alone for one person's).
+    ``vad`` is ``(n, 3)`` in [-1, 1], NaN where a reading lacks a finite value; ``label`` the
+    dominant fine-grained label, ``ekman`` the dominant Ekman-7 class."""
 
     person: NDArray[np.int64]
     ts: NDArray[np.int64]
