@@ -52,17 +52,25 @@ def _sets(vectors: list[EmotionVector], names: tuple[str, ...], attribute: str) 
     return label_sets_to_matrix(chosen, len(names))
 
 
+def _read_all(
+    analyzer: EmotionAnalyzer, texts: list[str], mode: Mode, batch_size: int = 256
+) -> tuple[list[EmotionVector], float]:
+    """Every text's vector, in batches, and how many texts the edge tier answered."""
+    vectors: list[EmotionVector] = []
+    edge_answers = 0.0
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        analysis = analyzer.analyze(chunk, mode=mode)
+        vectors.extend(analysis.vectors)
+        edge_answers += analysis.edge_share * len(chunk)
+    return vectors, edge_answers
+
+
 def evaluate(
     analyzer: EmotionAnalyzer, data: LabelledTexts, *, mode: Mode, batch_size: int = 256
 ) -> EvaluationReport:
     started = time.perf_counter()
-    vectors: list[EmotionVector] = []
-    edge_answers = 0.0
-    for start in range(0, len(data.texts), batch_size):
-        chunk = data.texts[start : start + batch_size]
-        analysis = analyzer.analyze(chunk, mode=mode)
-        vectors.extend(analysis.vectors)
-        edge_answers += analysis.edge_share * len(chunk)
+    vectors, edge_answers = _read_all(analyzer, data.texts, mode, batch_size)
     seconds = time.perf_counter() - started
     reports: dict[str, ClassificationReport] = {}
     ekman_probabilities = _matrix(vectors, EKMAN, "ekman")
@@ -101,9 +109,7 @@ def evaluate(
 
 
 def evaluate_vad(analyzer: EmotionAnalyzer, data: VadTexts, *, mode: Mode) -> VadReport:
-    vectors: list[EmotionVector] = []
-    for start in range(0, len(data.texts), 256):
-        vectors.extend(analyzer.analyze(data.texts[start : start + 256], mode=mode).vectors)
+    vectors, _ = _read_all(analyzer, data.texts, mode)
     gold = np.asarray(data.vad, dtype=np.float64)
     predicted = np.asarray([[v.valence, v.arousal, v.dominance] for v in vectors])
     return VadReport(

@@ -135,7 +135,6 @@ class EmotionRuntime:
         self._text_properties_of = text_properties_of or (lambda _: list(DEFAULT_TEXT_PROPERTIES))
         self._cache: dict[str, tuple[float, list[str]]] = {}
         self._lock = threading.Lock()
-        self.enriched = 0
         self.dynamics = DynamicsCache()
         self._edge_artifact: tuple[bytes, str] | None = None
 
@@ -207,7 +206,6 @@ class EmotionRuntime:
             context["emotion"] = enrichment_reading(vector, name)
             row[CONTEXT] = orjson.dumps(context).decode()
             rows[b][r] = row
-        self.enriched += len(found)
         return [
             WorkspaceBatch(workspace_id=batch.workspace_id, rows=rows[b])
             for b, batch in enumerate(batches)

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from nexus.emotion.models.metrics import predict_sets
 from nexus.emotion.models.taxonomy import (
     EKMAN,
     GOEMOTIONS,
@@ -95,11 +96,7 @@ def _ranked_sets(
 
     Returns the column order of every row and how many of its leading columns are chosen.
     """
-    above = probabilities >= thresholds
-    empty = ~above.any(axis=1)
-    if empty.any():
-        rows = np.flatnonzero(empty)
-        above[rows, probabilities[rows].argmax(axis=1)] = True
+    above = predict_sets(probabilities, thresholds)
     masked = np.where(above, probabilities, -1.0)
     order = np.argsort(-masked, axis=1, kind="stable")
     return order, above.sum(axis=1)
