@@ -35,6 +35,8 @@ from nexus.events.store import (
     ExportFormat,
     PropertyFilter,
     PropertyPath,
+    PropertyRows,
+    PropertyScan,
     StepRows,
     StepScan,
     StoreBusy,
@@ -583,6 +585,59 @@ class DuckDBEventStore(EventStore):
             ),
             group=table.column("grp").to_pylist(),
             message_id=table.column("message_id").to_pylist(),
+        )
+
+    def property_rows(self, query: PropertyScan) -> PropertyRows:
+        person, code, joins = _identity_sql(query.identity)
+        uses_person = any(f.property.source == "person" for f in query.filters) or any(
+            p.source == "person" for p in query.properties
+        )
+        if uses_person:
+            joins += (
+                " LEFT JOIN persons p ON p.workspace_id = e.workspace_id "
+                f"AND p.person_id = {person}"
+            )
+        select = [
+            f"{code} AS code",
+            f"({person}) AS person",
+            "epoch_us(e.timestamp) AS ts",
+            "e.event AS event",
+        ]
+        params: list[Any] = []
+        for index, path in enumerate(query.properties):
+            expr, values = _value_sql(path)
+            select.append(f"{expr} AS v{index}")
+            params.extend(values)
+        names = sorted(set(query.events))
+        where = [
+            "e.workspace_id = ?",
+            "e.timestamp >= make_timestamptz(?)",
+            "e.timestamp < make_timestamptz(?)",
+            f"e.event IN ({', '.join('?' * len(names))})" if names else "false",
+        ]
+        params.extend([query.workspace_id, query.start_us, query.end_us, *names])
+        for flt in query.filters:
+            sql, values = _filter_sql(flt)
+            where.append(f"coalesce({sql}, false)")
+            params.extend(values)
+        sql = (
+            f"SELECT {', '.join(select)} FROM events e{joins} WHERE {' AND '.join(where)} "
+            "ORDER BY code, ts, e.message_id"
+        )
+        with self._cursor() as cur:
+            try:
+                table = cur.sql(sql, params=params).to_arrow_table()
+            except duckdb.InvalidInputException as exc:
+                raise ValueError(f"the query could not run: {exc}") from None
+        return PropertyRows(
+            person=table.column("code").to_numpy().astype(np.int64, copy=False),
+            person_ids=[str(v) for v in table.column("person").to_pylist()],
+            ts=table.column("ts").to_numpy().astype(np.int64, copy=False),
+            event=[str(v) for v in table.column("event").to_pylist()],
+            values=tuple(
+                cast(list[str | None], table.column(f"v{i}").to_pylist())
+                for i in range(len(query.properties))
+            ),
         )
 
     # -- export -------------------------------------------------------------------------------

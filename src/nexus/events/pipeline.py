@@ -72,6 +72,9 @@ class IngestPipeline:
         # Set by the app to add readings (emotion …) to events on their way into the store,
         # off the request path. A failing enricher never holds events back.
         self.enrich = enrich
+        # Other domains watching stored events (the decision engine's rewards); a failing
+        # listener is logged and never holds the writer up.
+        self.listeners: list[Callable[[list[WorkspaceBatch]], None]] = []
         self.stats = PipelineStats()
         self._position = store.marker(JOURNAL_MARKER) or journal.start
         self._stopping = threading.Event()
@@ -138,6 +141,12 @@ class IngestPipeline:
         self.stats.batches += 1
         if self.on_stored is not None:
             self.on_stored(batches)
+        for listener in self.listeners:
+            try:
+                listener(batches)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("a stored-events listener failed")
         return sum(len(b.rows) for b in batches)
 
     def _run(self) -> None:

@@ -170,6 +170,41 @@ class EmotionRows:
     message_id: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class PropertyScan:
+    """Events named ``events`` of one workspace in ``[start_us, end_us)`` that pass every
+    filter, with the text value of each of ``properties`` (experiment exposures, decisions,
+    metric values)."""
+
+    workspace_id: str
+    events: tuple[str, ...]
+    start_us: int
+    end_us: int
+    properties: tuple[PropertyPath, ...] = ()
+    filters: tuple[PropertyFilter, ...] = ()
+    identity: IdentityMode = "retroactive"
+
+
+@dataclass(frozen=True)
+class PropertyRows:
+    """The answer to a :class:`PropertyScan`, sorted by (person, ts, message id).
+
+    ``person`` codes are equal exactly when the (identity-resolved) person is, and agree with
+    those of :meth:`EventStore.scan` under the same identity mode; ``person_ids`` are the ids
+    behind them, one per row. ``values[j][i]`` is the text of ``properties[j]`` on row ``i``
+    (None where missing; objects and arrays as JSON text).
+    """
+
+    person: NDArray[np.int64]
+    person_ids: list[str]
+    ts: NDArray[np.int64]
+    event: list[str]
+    values: tuple[list[str | None], ...]
+
+    def __len__(self) -> int:
+        return int(self.person.shape[0])
+
+
 class StoreBusy(RuntimeError):
     """The store is open in another process (a running server holds the embedded file)."""
 
@@ -213,6 +248,10 @@ class EventStore(ABC):
     @abstractmethod
     def emotion_rows(self, query: EmotionScan) -> EmotionRows:
         """Events that carry an emotion reading (``context.emotion``, written by enrichment)."""
+
+    @abstractmethod
+    def property_rows(self, query: PropertyScan) -> PropertyRows:
+        """Matching events with chosen property values, for per-person metrics."""
 
     @abstractmethod
     def export(self, workspace_id: str, destination: Path, *, fmt: ExportFormat) -> int:

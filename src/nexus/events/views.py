@@ -8,7 +8,6 @@ the body's ``writeKey`` (analytics.js); a dashboard session may ingest too.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
@@ -30,13 +29,11 @@ from nexus.events.models import (
 )
 from nexus.events.normalize import MAX_BATCH_BYTES, MAX_EVENT_BYTES, row_to_message
 from nexus.workspaces import deps
-from nexus.workspaces import service as workspaces
 from nexus.workspaces.models import Permission, Principal
 
 router = APIRouter(tags=["events"])
 # Segment's SDKs send Basic, others Bearer: offer both.
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="nexus", Bearer realm="nexus"'}
-KEY_CACHE_SECONDS = 10.0
 
 SINGLE_CALLS = {
     "track": "t",
@@ -59,26 +56,6 @@ INGEST_PATHS = frozenset(
 def runtime_of(request: Request) -> service.EventsRuntime:
     runtime: service.EventsRuntime = request.app.state.events
     return runtime
-
-
-async def _lookup_key(request: Request, token: str) -> Principal | None:
-    cache: dict[str, tuple[float, Principal | None]] = request.app.state.ingest_keys
-    now = time.monotonic()
-    hit = cache.get(token)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-
-    def lookup() -> Principal | None:
-        with deps.get_database(request).session() as db:
-            return workspaces.principal_for_key(db, token=token)
-
-    principal = await run_in_threadpool(lookup)
-    if len(cache) > 10_000:
-        cache.clear()
-    # Keys are looked up at most every KEY_CACHE_SECONDS on the hot path: a revoked key stops
-    # working within that time.
-    cache[token] = (now + KEY_CACHE_SECONDS, principal)
-    return principal
 
 
 async def ingest_principal(request: Request) -> Principal:
@@ -106,7 +83,7 @@ async def ingest_principal(request: Request) -> Principal:
 
         principal = await run_in_threadpool(by_session)
     else:
-        found = await _lookup_key(request, token)
+        found = await deps.cached_key_principal(request, token)
         if found is None:
             raise Unauthenticated("Unknown or revoked write key.", headers=_CHALLENGE)
         principal = found
