@@ -109,6 +109,7 @@ class Tenant:
     write_key: str = ""
     secret_key_id: str = ""
     funnel_id: str = ""
+    rollout_id: str = ""
 
 
 @dataclass

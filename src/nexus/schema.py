@@ -5,10 +5,17 @@ domain's models here when the domain gets tables.
 """
 
 from nexus.emotion import schemas as emotion_schemas
+from nexus.experiments import models as experiments_models
 from nexus.funnels import models as funnels_models
 from nexus.storage.base import Base
 from nexus.workspaces import models as workspaces_models
 
 metadata = Base.metadata
 
-__all__ = ["emotion_schemas", "funnels_models", "metadata", "workspaces_models"]
+__all__ = [
+    "emotion_schemas",
+    "experiments_models",
+    "funnels_models",
+    "metadata",
+    "workspaces_models",
+]

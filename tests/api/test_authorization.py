@@ -24,6 +24,16 @@ from fastapi.testclient import TestClient
 
 from nexus.api.app import api_routes
 from nexus.events.views import INGEST_PATHS
+from nexus.experiments import guard
+from nexus.experiments import service as experiments
+from nexus.experiments.models import (
+    AdaptationCreate,
+    ExperimentCreate,
+    FlagCreate,
+    MetricIn,
+    RolloutCreate,
+)
+from nexus.storage.database import Database
 from nexus.workspaces.deps import PUBLIC
 from tests.conftest import World, bearer, login
 
@@ -45,7 +55,34 @@ def _is_public(route: APIRoute) -> bool:
 
 
 def _is_api(path: str) -> bool:
-    return path.startswith("/v1/")
+    return path.startswith(("/v1/", "/ofrep/"))
+
+
+@pytest.fixture(autouse=True)
+def _decision_objects(world: World, database: Database) -> None:
+    """A flag with a guarded rollout, an experiment and a UI adaptation in each workspace
+    (keys ending in the tenant's label), so the walks find real objects of every kind."""
+    for label, tenant in (("a", world.a), ("b", world.b)):
+        with database.session() as db:
+            experiments.create_flag(
+                db, workspace_id=tenant.id, data=FlagCreate(key=f"flag-{label}"), actor="tests"
+            )
+            experiments.create_experiment(
+                db, workspace_id=tenant.id, data=ExperimentCreate(key=f"test-{label}")
+            )
+            experiments.create_adaptation(
+                db, workspace_id=tenant.id, data=AdaptationCreate(key=f"calm-{label}")
+            )
+            tenant.rollout_id = guard.create_rollout(
+                db,
+                workspace_id=tenant.id,
+                flag_key=f"flag-{label}",
+                data=RolloutCreate(
+                    variation="on",
+                    guardrails=[MetricIn(key="errors", kind="count", event="Error")],
+                ),
+                actor="tests",
+            ).id
 
 
 def object_ids(world: World) -> dict[str, str]:
@@ -56,6 +93,10 @@ def object_ids(world: World) -> dict[str, str]:
         "user_id": world.a.members[next(iter(world.a.members))].user_id,
         "funnel_id": world.a.funnel_id,
         "visitor_id": "visitor-of-a",
+        "flag_key": "flag-a",
+        "experiment_key": "test-a",
+        "adaptation_key": "calm-a",
+        "rollout_id": world.a.rollout_id,
     }
 
 
@@ -71,11 +112,33 @@ SAMPLE_BODIES: dict[str, dict[str, object]] = {
     "FunnelQuery": {"steps": [{"event": "A"}, {"event": "B"}]},
     "AnalyzeRequest": {"text": "hello", "mode": "edge"},
     "EmotionSettingsUpdate": {"text_properties": ["message"]},
+    "FlagCreate": {"key": "walker"},
+    "FlagUpdate": {"name": "Walker"},
+    "KillSwitch": {"comment": "walk"},
+    "RolloutCreate": {
+        "variation": "on",
+        "guardrails": [{"key": "errors", "kind": "count", "event": "Error"}],
+    },
+    "ExperimentCreate": {"key": "walker"},
+    "ExperimentUpdate": {"name": "Walker"},
+    "AdaptationCreate": {"key": "walker"},
+    "AdaptationBody": {"tone": "calm"},
+    "DecisionSettingsBody": {"holdout_percent": 5},
+    "DecideRequest": {"visitor_id": "walker"},
+    "OfrepRequest": {"context": {"targetingKey": "walker"}},
 }
 # POSTs that only read (a query in a body): a viewer may use them.
 READ_ONLY_POSTS = {"/v1/funnels/query"}
 # Besides ingestion, what a public write key may call from a web page.
-WRITE_KEY_POSTS = {"/v1/emotion/analyze"}
+WRITE_KEY_POSTS = {
+    "/v1/emotion/analyze",
+    "/v1/decide",
+    "/v1/flags/definitions",
+    "/ofrep/v1/evaluate/flags",
+    "/ofrep/v1/evaluate/flags/{flag_key}",
+}
+# OFREP answers an unknown flag in its own shape (errorCode FLAG_NOT_FOUND), not problem+json.
+OFREP_PREFIX = "/ofrep/"
 
 
 def _body(method: str, path: str, route: APIRoute) -> dict[str, object] | None:
@@ -142,6 +205,10 @@ def test_another_workspaces_objects_are_not_found(client: TestClient, world: Wor
         body = _body(method, path, route)
         # B's admin key holds every scope: only the workspace boundary can stop it.
         response = client.request(method, url, json=body, headers=bearer(world.b.secret_key))
+        if path.startswith(OFREP_PREFIX):
+            assert response.status_code == 404
+            assert response.json()["errorCode"] == "FLAG_NOT_FOUND"
+            continue
         _assert_problem(response, 404)
         checked += 1
     assert checked >= 7
@@ -161,6 +228,9 @@ def test_another_workspaces_objects_are_not_found_for_a_signed_in_user(
         url = _fill(path, ids)
         body = _body(method, path, route)
         response = client.request(method, url, json=body, headers={"X-CSRF-Token": csrf})
+        if path.startswith(OFREP_PREFIX):
+            assert response.status_code == 404
+            continue
         _assert_problem(response, 404)
     # Choosing workspace A explicitly does not help either.
     response = client.get("/v1/keys", headers={"Nexus-Workspace": world.a.id})

@@ -41,6 +41,15 @@ CROSS_FIELD_RULES = {
     ("GET", "/v1/funnels/{funnel_id}/people"),
     ("POST", "/v1/emotion/analyze"),  # exactly one of text / texts
     ("GET", "/v1/emotion/cohorts"),  # by=step needs funnel_id
+    # Flags: rules serve known variations, rollout weights add up to 100, prerequisites
+    # exist and form no cycle.
+    ("POST", "/v1/flags"),
+    ("PATCH", "/v1/flags/{flag_key}"),
+    # Rollouts: the variations exist on the flag, stages rise to 100.
+    ("POST", "/v1/flags/{flag_key}/rollouts"),
+    # Experiments: control among the variants, ratio metrics name other metrics.
+    ("POST", "/v1/experiments"),
+    ("PATCH", "/v1/experiments/{experiment_key}"),
 }
 
 

@@ -28,8 +28,14 @@ from nexus.core.ratelimit import RateLimit
 from nexus.core.settings import Settings
 from nexus.emotion import service as emotion_service
 from nexus.emotion import views as emotion_views
+from nexus.emotion.analyzer import Mode
+from nexus.emotion.models.vector import EmotionVector
 from nexus.events import service as events_service
 from nexus.events import views as events_views
+from nexus.experiments import service as experiments_service
+from nexus.experiments import views as experiments_views
+from nexus.experiments.background import DecisionWorker
+from nexus.experiments.decisions import DecisionRuntime, Snapshot
 from nexus.funnels import views as funnels_views
 from nexus.storage import migrate
 from nexus.storage.database import Database
@@ -45,6 +51,7 @@ DOMAIN_ROUTERS = [
     events_views.router,
     funnels_views.router,
     emotion_views.router,
+    experiments_views.router,
 ]
 
 
@@ -72,11 +79,21 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         )
         app.state.emotion = emotion
         events.pipeline.enrich = emotion.enrich
+        decisions = _decision_runtime(database, emotion, settings)
+        app.state.decisions = decisions
+        events.pipeline.listeners.append(decisions.observe)
+        worker = DecisionWorker(
+            runtime=decisions, events_runtime=events, database=database, settings=settings
+        )
+        app.state.decision_worker = worker
+        app.state.rollout_notify = worker.notify
         events.start()
+        worker.start()
         log.info("nexus started", version=__version__, database=database.dialect)
         try:
             yield
         finally:
+            await worker.stop()
             # Store what was acknowledged before the process goes (a kill -9 skips this; the
             # journal then replays on the next start).
             await run_in_threadpool(events.close)
@@ -107,6 +124,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(health.router)
     for router in DOMAIN_ROUTERS:
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(experiments_views.ofrep_router, responses=ERROR_RESPONSES)
     web_routes.install(app)
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -115,6 +133,19 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     assert_every_route_guarded(app)
     app.state.metrics.route_templates.update({id(route): path for path, route in api_routes(app)})
     return app
+
+
+def _decision_runtime(
+    database: Database, emotion: emotion_service.EmotionRuntime, settings: Settings
+) -> DecisionRuntime:
+    def load(workspace_id: str) -> Snapshot:
+        with database.session() as session:
+            return experiments_service.load_snapshot(session, workspace_id=workspace_id)
+
+    def analyze(text: str, mode: Mode) -> EmotionVector:
+        return emotion.analyzer.analyze([text], mode=mode).vectors[0]
+
+    return DecisionRuntime(load=load, analyze=analyze, emotion_mode=settings.decide_emotion_mode)
 
 
 def api_routes(app: FastAPI) -> list[tuple[str, APIRoute]]:

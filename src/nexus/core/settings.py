@@ -101,6 +101,24 @@ class Settings(BaseSettings):
     emotion_threads: int = Field(
         default=2, ge=1, le=64, description="CPU threads of the server emotion model."
     )
+    decide_emotion_mode: Literal["edge", "cascade", "server"] = Field(
+        default="edge",
+        description="Which emotion tier reads the text sent to /v1/decide: the edge tier "
+        "keeps decisions within milliseconds; cascade and server read better but slower.",
+    )
+    decide_learn_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="Seconds between passes that journal decisions, close reward windows "
+        "and save bandit states.",
+    )
+    rollout_check_interval: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="Seconds between automatic checks of every running guarded rollout.",
+    )
     emotion_models_dir: Path | None = Field(
         default=None,
         description="Directory with the emotion model artifacts; default: those shipped.",

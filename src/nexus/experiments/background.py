@@ -1,0 +1,178 @@
+"""The decision engine's background work in a serving process.
+
+One asyncio task, started by the app: every ``decide_learn_interval`` seconds it journals
+the decisions and exposures ``decide`` logged (one journal record per pass, however many
+decisions), closes bandit reward windows that ran out and saves the policies that learned;
+every ``rollout_check_interval`` seconds it checks every running guarded rollout. A rollback
+is announced as a ``$rollout_rolled_back`` event and, when the workspace has one, a POST to
+its webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from starlette.concurrency import run_in_threadpool
+
+from nexus.core.ids import new_id
+from nexus.core.logging import get_logger
+from nexus.core.settings import Settings
+from nexus.events import service as events
+from nexus.experiments import guard, service
+from nexus.experiments.decisions import ADAPTATION_POLICY, DecisionRuntime
+from nexus.storage.database import Database
+
+log = get_logger("nexus.experiments")
+WEBHOOK_TIMEOUT_SECONDS = 5.0
+
+
+class DecisionWorker:
+    """Owns the loop; :meth:`run_once` is also what tests call to step it."""
+
+    def __init__(
+        self,
+        *,
+        runtime: DecisionRuntime,
+        events_runtime: events.EventsRuntime,
+        database: Database,
+        settings: Settings,
+        post: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.events = events_runtime
+        self.database = database
+        self.settings = settings
+        self._post = post or _post_webhook
+        self._last_rollout_check = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self.notices: list[dict[str, Any]] = []
+
+    # -- rollbacks ----------------------------------------------------------------------------
+
+    def notify(self, workspace_id: str, notice: dict[str, Any]) -> None:
+        """Announce a rollback: an event in the workspace, and its webhook if it has one."""
+        self.notices.append(notice)
+        self.runtime.emit(
+            workspace_id,
+            {
+                "type": "track",
+                "event": "$rollout_rolled_back",
+                "anonymousId": f"rollout:{notice['rollout_id']}",
+                "messageId": new_id("evt"),
+                "properties": notice,
+            },
+        )
+        with self.database.session() as session:
+            url = service.get_decision_settings(session, workspace_id=workspace_id).webhook_url
+        if url:
+            threading.Thread(
+                target=self._post, args=(url, notice), name="nexus-webhook", daemon=True
+            ).start()
+
+    # -- one pass -----------------------------------------------------------------------------
+
+    async def journal_decisions(self) -> int:
+        outbox = self.runtime.drain_outbox()
+        if not outbox:
+            return 0
+        by_workspace: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for workspace_id, message in outbox:
+            by_workspace[workspace_id].append(message)
+        written = 0
+        for workspace_id, messages in by_workspace.items():
+            prepared = events.prepare(
+                {"batch": messages}, implied_type=None, received_at=events.now_us()
+            )
+            for rejection in prepared.rejected:
+                log.error("decision event rejected", detail=rejection.detail)
+            try:
+                written += await events.ingest(
+                    self.events, workspace_id=workspace_id, prepared=prepared
+                )
+            except Exception:
+                # Ingestion is refusing (overloaded, journal failure): decisions stay served,
+                # their log entries are what is lost, and the log says so.
+                log.exception("decision events could not be journalled", count=len(messages))
+        return written
+
+    def save_policies(self) -> int:
+        states = self.runtime.dirty_states()
+        if not states:
+            return 0
+        with self.database.session() as session:
+            for workspace_id, state in states.items():
+                service.save_bandit_state(
+                    session, workspace_id=workspace_id, name=ADAPTATION_POLICY, state=state
+                )
+        return len(states)
+
+    def check_rollouts(self) -> int:
+        checked = 0
+        with self.database.session() as session:
+            pending = [(r.workspace_id, r.id) for r in guard.running_rollouts(session)]
+        for workspace_id, rollout_id in pending:
+            try:
+                with self.database.session() as session:
+                    guard.check_rollout(
+                        session,
+                        self.events.store,
+                        workspace_id=workspace_id,
+                        rollout_id=rollout_id,
+                        notify=self.notify,
+                    )
+                self.runtime.invalidate(workspace_id)
+                checked += 1
+            except Exception:
+                log.exception("rollout check failed", rollout=rollout_id)
+        return checked
+
+    async def run_once(self, *, rollouts: bool = False) -> None:
+        self.runtime.close_windows()
+        await self.journal_decisions()
+        await run_in_threadpool(self.save_policies)
+        if rollouts:
+            # Judge on everything decided so far: let the writer store what was journalled.
+            pipeline = self.events.pipeline
+            await run_in_threadpool(pipeline.wait_until_stored, pipeline.journal.end, 5.0)
+            await run_in_threadpool(self.check_rollouts)
+            self._last_rollout_check = time.monotonic()
+
+    async def _loop(self) -> None:
+        interval = self.settings.decide_learn_interval
+        while True:
+            await asyncio.sleep(interval)
+            due = (
+                time.monotonic() - self._last_rollout_check >= self.settings.rollout_check_interval
+            )
+            try:
+                await self.run_once(rollouts=due)
+            except Exception:
+                log.exception("decision worker pass failed")
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        # What was decided but not yet journalled still goes to the journal.
+        await self.journal_decisions()
+        await run_in_threadpool(self.save_policies)
+
+
+def _post_webhook(url: str, notice: dict[str, Any]) -> None:
+    try:
+        response = httpx.post(url, json=notice, timeout=WEBHOOK_TIMEOUT_SECONDS)
+        if response.status_code >= 400:
+            log.warning("rollout webhook refused", url=url, status=response.status_code)
+    except httpx.HTTPError as exc:
+        log.warning("rollout webhook failed", url=url, error=str(exc))
