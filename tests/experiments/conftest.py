@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
+from nexus.api.app import create_app
+from nexus.core.settings import Settings
 from nexus.experiments.background import DecisionWorker
+from nexus.storage.database import Database
 from tests.conftest import World, bearer
 from tests.events.conftest import basic
 
@@ -48,3 +55,24 @@ def step_worker(client: TestClient) -> Callable[..., None]:
         assert pipeline.wait_until_stored(pipeline.journal.end)
 
     return step
+
+
+@pytest.fixture
+def live_server(settings: Settings, database: Database, world: World) -> Iterator[str]:
+    """The real app behind uvicorn on a free port (real HTTP for SDKs and the simulator);
+    its worker checks rollouts and learns every 0.2 s."""
+    fast = settings.model_copy(update={"decide_learn_interval": 0.2})
+    app = create_app(fast, configure_logs=False)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    runner = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not runner.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    runner.should_exit = True
+    thread.join(timeout=15)
+    sock.close()

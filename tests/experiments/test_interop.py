@@ -4,24 +4,16 @@ with the community OFREP provider (remote evaluation) and with NEXUS's own Pytho
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from openfeature import api
 from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 
-from nexus.api.app import create_app
-from nexus.core.settings import Settings
 from nexus.sdk import NexusClient, NexusProvider
-from nexus.storage.database import Database
 from tests.conftest import World, bearer
 
 CHECKOUT = {
@@ -43,25 +35,13 @@ CHECKOUT = {
 
 
 @pytest.fixture
-def server(settings: Settings, database: Database, world: World) -> Iterator[str]:
-    app = create_app(settings, configure_logs=False)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    runner = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not runner.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+def server(live_server: str, world: World) -> str:
     for body in (CHECKOUT, {"key": "banner"}):
-        response = httpx.post(f"{url}/v1/flags", json=body, headers=bearer(world.a.secret_key))
+        response = httpx.post(
+            f"{live_server}/v1/flags", json=body, headers=bearer(world.a.secret_key)
+        )
         assert response.status_code == 201, response.text
-    yield url
-    runner.should_exit = True
-    thread.join(timeout=15)
-    sock.close()
+    return live_server
 
 
 def _context(key: str, **attributes: Any) -> EvaluationContext:

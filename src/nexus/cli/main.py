@@ -21,8 +21,10 @@ from sqlalchemy.orm import Session
 from nexus import __version__
 from nexus.cli.emotion import emotion_app
 from nexus.cli.events import export_app, import_app
+from nexus.cli.experiments import experiment_app
 from nexus.cli.funnels import funnel_app
 from nexus.cli.output import console, fail, print_json, print_table
+from nexus.cli.simulate import simulate
 from nexus.core.errors import NexusError
 from nexus.core.settings import Settings
 from nexus.storage import migrate as migrations
@@ -47,6 +49,8 @@ app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 app.add_typer(funnel_app, name="funnel")
 app.add_typer(emotion_app, name="emotion")
+app.add_typer(experiment_app, name="experiment")
+app.command("simulate")(simulate)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 HostOption = Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")]
