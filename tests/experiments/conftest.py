@@ -50,9 +50,10 @@ def step_worker(client: TestClient) -> Callable[..., None]:
 
     def step(*, rollouts: bool = False) -> None:
         assert client.portal is not None
-        client.portal.call(partial(worker.run_once, rollouts=rollouts))
         pipeline = app.state.events.pipeline
-        assert pipeline.wait_until_stored(pipeline.journal.end)
+        assert pipeline.wait_until_stored(pipeline.journal.end)  # goal events seen
+        client.portal.call(partial(worker.run_once, rollouts=rollouts))
+        assert pipeline.wait_until_stored(pipeline.journal.end)  # decisions stored
 
     return step
 

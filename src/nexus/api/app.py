@@ -122,9 +122,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     install_problem_handlers(app)
     app.include_router(health.router)
+    app.include_router(
+        experiments_views.decide_router, prefix=API_PREFIX, responses=ERROR_RESPONSES
+    )
+    app.include_router(experiments_views.ofrep_router, responses=ERROR_RESPONSES)
     for router in DOMAIN_ROUTERS:
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
-    app.include_router(experiments_views.ofrep_router, responses=ERROR_RESPONSES)
     web_routes.install(app)
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -1,8 +1,9 @@
 """The decision engine's background work in a serving process.
 
-One asyncio task, started by the app: every ``decide_learn_interval`` seconds it journals
-the decisions and exposures ``decide`` logged (one journal record per pass, however many
-decisions), closes bandit reward windows that ran out and saves the policies that learned;
+One asyncio task, started by the app: every ``decide_learn_interval`` seconds it applies the
+rewards of goal events that arrived, closes bandit reward windows that ran out, journals the
+decisions and exposures ``decide`` logged (one journal record per pass, however many
+decisions) and saves the policies that learned;
 every ``rollout_check_interval`` seconds it checks every running guarded rollout. A rollback
 is announced as a ``$rollout_rolled_back`` event and, when the workspace has one, a POST to
 its webhook.
@@ -102,8 +103,7 @@ class DecisionWorker:
                 log.exception("decision events could not be journalled", count=len(messages))
         return written
 
-    def save_policies(self) -> int:
-        states = self.runtime.dirty_states()
+    def save_policies(self, states: dict[str, dict[str, Any]]) -> int:
         if not states:
             return 0
         with self.database.session() as session:
@@ -134,9 +134,11 @@ class DecisionWorker:
         return checked
 
     async def run_once(self, *, rollouts: bool = False) -> None:
+        # Rewards and policy updates happen here, on the event loop's thread, like decide.
+        self.runtime.apply_rewards()
         self.runtime.close_windows()
         await self.journal_decisions()
-        await run_in_threadpool(self.save_policies)
+        await run_in_threadpool(self.save_policies, self.runtime.dirty_states())
         if rollouts:
             # Judge on everything decided so far: let the writer store what was journalled.
             pipeline = self.events.pipeline
@@ -166,7 +168,7 @@ class DecisionWorker:
                 await self._task
         # What was decided but not yet journalled still goes to the journal.
         await self.journal_decisions()
-        await run_in_threadpool(self.save_policies)
+        await run_in_threadpool(self.save_policies, self.runtime.dirty_states())
 
 
 def _post_webhook(url: str, notice: dict[str, Any]) -> None:

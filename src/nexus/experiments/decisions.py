@@ -35,14 +35,7 @@ from nexus.emotion.models.vector import EmotionVector
 from nexus.events.normalize import ROW_FIELDS
 from nexus.events.store import WorkspaceBatch
 from nexus.experiments import bandits, flags
-from nexus.experiments.models import (
-    AdaptationDecision,
-    DecideRequest,
-    DecideResponse,
-    DecisionSettingsRead,
-    FlagDecision,
-    VariantDecision,
-)
+from nexus.experiments.models import DecideRequest, DecisionSettingsRead
 
 log = get_logger("nexus.experiments")
 
@@ -51,6 +44,7 @@ ADAPTATION_POLICY = "adaptation"
 MAX_PENDING = 200_000
 MAX_READINGS = 100_000
 ROLLOUT_RULE = "rollout"
+LINEAR_THOMPSON_DRAWS = 256
 _EVENT = ROW_FIELDS.index("event")
 _USER = ROW_FIELDS.index("user_id")
 _ANONYMOUS = ROW_FIELDS.index("anonymous_id")
@@ -135,6 +129,7 @@ class Compiled:
     rollouts: dict[str, RolloutWatch]
     encoder: bandits.ContextEncoder
     policy: bandits.Policy | None
+    refreshing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +189,12 @@ def build_policy(
     common: dict[str, Any] = {"seed": None}
     if kind is not bandits.UniformPolicy:
         common |= {"burn_in": settings.burn_in, "min_share": settings.min_share}
-    if kind in (bandits.LinearThompson, bandits.LinUCB):
+    if kind is bandits.LinearThompson:
+        # P(best) from 256 posterior draws: the logged propensity is exact for the
+        # distribution the arm is drawn from either way, and the decision stays well under
+        # a millisecond.
+        return kind(arms, encoder.n_features, n_draws=LINEAR_THOMPSON_DRAWS, **common)
+    if kind is bandits.LinUCB:
         return kind(arms, encoder.n_features, **common)
     return kind(arms, **common)
 
@@ -288,7 +288,13 @@ def _finite(value: Any, low: float, high: float) -> float:
 
 class DecisionRuntime:
     """Per-process decision state: compiled workspaces, bandit policies, pending rewards and
-    the latest emotion reading of recent visitors."""
+    the latest emotion reading of recent visitors.
+
+    Threads: decisions, reward bookkeeping and policy updates all happen on the event loop's
+    thread (``decide`` and the worker's pass), so the hot path takes no lock. The ingest
+    writer's thread (:meth:`observe`) and worker threads (configuration loads, rollout
+    checks) only hand things over through thread-safe deques and single dict operations.
+    """
 
     def __init__(
         self,
@@ -303,26 +309,45 @@ class DecisionRuntime:
         self.emotion_mode: Mode = emotion_mode
         self._clock_us = clock_us or (lambda: time.time_ns() // 1000)
         self._compiled: dict[str, Compiled] = {}
-        self._lock = threading.RLock()
+        self._load_lock = threading.Lock()
         self._pending: dict[tuple[str, str], list[Pending]] = {}
         self._deadlines: deque[Pending] = deque()
+        self._goals: deque[tuple[str, tuple[str, ...], int]] = deque()
         self._readings: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
-        self._outbox: list[tuple[str, dict[str, Any]]] = []
+        self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
         self._dirty: set[str] = set()
         self.stats = LearningStats()
 
     # -- configuration ------------------------------------------------------------------------
 
     def compiled(self, workspace_id: str) -> Compiled:
+        """The workspace's compiled configuration, reloaded first when missing, invalidated
+        or older than :data:`CONFIG_TTL_SECONDS`. Reading the database blocks: on the event
+        loop use :meth:`needs_load` / :meth:`refresh_due` and load on a worker thread."""
         entry = self._compiled.get(workspace_id)
-        if entry is not None and not self.needs_load(workspace_id):
+        # An invalidated entry's age is infinite: it reloads too.
+        if entry is not None and time.monotonic() - entry.loaded_at < CONFIG_TTL_SECONDS:
             return entry
-        snapshot = self._load(workspace_id)
-        with self._lock:
+        return self.reload(workspace_id)
+
+    def reload(self, workspace_id: str) -> Compiled:
+        """Read and compile the workspace's configuration now (one load at a time)."""
+        with self._load_lock:
             current = self._compiled.get(workspace_id)
-            fresh = compile_snapshot(workspace_id, snapshot)
+            if (
+                current is not None
+                and not current.refreshing
+                and time.monotonic() - current.loaded_at < CONFIG_TTL_SECONDS
+            ):
+                return current  # another thread loaded it while this one waited
+            try:
+                fresh = compile_snapshot(workspace_id, self._load(workspace_id))
+            except BaseException:
+                if current is not None:
+                    current.refreshing = False
+                raise
             # Keep the live policy (it may have learned since it was last saved) while the
-            # arms and the kind stay the same.
+            # arms, the kind and the features stay the same.
             if (
                 current is not None
                 and current.policy is not None
@@ -336,40 +361,59 @@ class DecisionRuntime:
             return fresh
 
     def needs_load(self, workspace_id: str) -> bool:
-        """Whether the next decision must read the database first (not cached or stale)."""
+        """Whether a decision must wait for a load: nothing compiled yet, or a change made
+        through this process's API invalidated it (read-your-writes)."""
         entry = self._compiled.get(workspace_id)
-        return entry is None or time.monotonic() - entry.loaded_at >= CONFIG_TTL_SECONDS
+        return entry is None or entry.loaded_at == float("-inf")
+
+    def refresh_due(self, workspace_id: str) -> bool:
+        """Whether the cached configuration is older than the TTL and nobody is reloading
+        it yet; the caller then reloads it in the background while decisions go on with the
+        cached one (changes made in other processes show within about the TTL)."""
+        entry = self._compiled.get(workspace_id)
+        if entry is None or entry.refreshing:
+            return False
+        if time.monotonic() - entry.loaded_at < CONFIG_TTL_SECONDS:
+            return False
+        entry.refreshing = True
+        return True
 
     def invalidate(self, workspace_id: str) -> None:
-        """Recompile on next use (after a write through this process's API)."""
-        with self._lock:
-            entry = self._compiled.get(workspace_id)
-            if entry is not None:
-                entry.loaded_at = float("-inf")
-
-    def reset_policy(self, workspace_id: str) -> None:
-        with self._lock:
-            entry = self._compiled.pop(workspace_id, None)
-            if entry is not None:
-                self._dirty.discard(workspace_id)
+        """Recompile before the next decision (after a write through this process's API)."""
+        entry = self._compiled.get(workspace_id)
+        if entry is not None:
+            entry.loaded_at = float("-inf")
 
     # -- decide -------------------------------------------------------------------------------
 
-    def emotion_for(self, workspace_id: str, request: DecideRequest) -> dict[str, Any] | None:
+    def read_text(self, text: str) -> dict[str, Any] | None:
+        """The emotion context of ``text`` (the configured tier; thread-safe)."""
+        if self._analyze is None or not text.strip():
+            return None
+        return emotion_from_vector(self._analyze(text, self.emotion_mode))
+
+    def emotion_for(
+        self, workspace_id: str, request: DecideRequest, read: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
         if request.emotion is not None:
             return emotion_from_reading(request.emotion.model_dump(), "client")
-        if request.text and request.text.strip() and self._analyze is not None:
-            reading = emotion_from_vector(self._analyze(request.text, self.emotion_mode))
-            self._remember(workspace_id, request.visitor_id, reading)
-            return reading
-        with self._lock:
-            return self._readings.get((workspace_id, request.visitor_id))
+        if read is None and request.text:
+            read = self.read_text(request.text)
+        if read is not None:
+            self._remember(workspace_id, request.visitor_id, read)
+            return read
+        return self._readings.get((workspace_id, request.visitor_id))
 
-    def decide(self, workspace_id: str, request: DecideRequest) -> DecideResponse:
-        config = self.compiled(workspace_id)
+    def decide(
+        self, workspace_id: str, request: DecideRequest, *, read: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The decision as the JSON document :class:`DecideResponse` describes (built as
+        plain data: the hot path makes no model objects). ``read`` is the emotion of the
+        request's text when the caller already read it off the event loop."""
+        config = self._compiled.get(workspace_id) or self.compiled(workspace_id)
         now_us = self._clock_us()
         visitor = request.visitor_id
-        emotion = self.emotion_for(workspace_id, request)
+        emotion = self.emotion_for(workspace_id, request, read)
         attributes: dict[str, Any] = dict(request.attributes)
         if emotion is not None:
             attributes["emotion"] = emotion
@@ -380,7 +424,6 @@ class DecisionRuntime:
             and flags.bucket(f"holdout:{workspace_id}", visitor)
             < config.settings.holdout_percent / 100.0
         )
-
         flag_results = self._flags(config, request, context, visitor, now_us)
         experiments = (
             {} if holdout else self._experiments(config, request, context, visitor, now_us)
@@ -390,15 +433,15 @@ class DecisionRuntime:
             adaptation = self._adapt(
                 config, visitor, decision_id, emotion, request.attributes, now_us
             )
-        return DecideResponse(
-            decision_id=decision_id,
-            visitor_id=visitor,
-            holdout=holdout,
-            emotion=emotion,
-            flags=flag_results,
-            experiments=experiments,
-            adaptation=adaptation,
-        )
+        return {
+            "decision_id": decision_id,
+            "visitor_id": visitor,
+            "holdout": holdout,
+            "emotion": emotion,
+            "flags": flag_results,
+            "experiments": experiments,
+            "adaptation": adaptation,
+        }
 
     def _flags(
         self,
@@ -407,20 +450,20 @@ class DecisionRuntime:
         context: flags.EvaluationContext,
         visitor: str,
         now_us: int,
-    ) -> dict[str, FlagDecision]:
+    ) -> dict[str, dict[str, Any]]:
         if request.flags is None:
             evaluations = config.flag_set.evaluate_all(context)
         else:
             evaluations = {k: config.flag_set.evaluate(k, context) for k in request.flags}
-        out: dict[str, FlagDecision] = {}
+        out: dict[str, dict[str, Any]] = {}
         for key, evaluation in evaluations.items():
-            out[key] = FlagDecision(
-                value=evaluation.value,
-                variation=evaluation.variation,
-                reason=evaluation.reason,
-                rule_id=evaluation.rule_id,
-                error_code=evaluation.error_code,
-            )
+            out[key] = {
+                "value": evaluation.value,
+                "variation": evaluation.variation,
+                "reason": str(evaluation.reason),
+                "rule_id": evaluation.rule_id,
+                "error_code": None if evaluation.error_code is None else str(evaluation.error_code),
+            }
             watch = config.rollouts.get(key)
             if watch is not None and evaluation.rule_id == ROLLOUT_RULE:
                 segments = {name: True for name, matches in watch.segments if matches(context)}
@@ -443,9 +486,9 @@ class DecisionRuntime:
         context: flags.EvaluationContext,
         visitor: str,
         now_us: int,
-    ) -> dict[str, VariantDecision]:
+    ) -> dict[str, dict[str, Any]]:
         wanted = None if request.experiments is None else set(request.experiments)
-        out: dict[str, VariantDecision] = {}
+        out: dict[str, dict[str, Any]] = {}
         for plan in config.experiments:
             if wanted is not None and plan.key not in wanted:
                 continue
@@ -453,9 +496,11 @@ class DecisionRuntime:
             if index is None:
                 continue
             variant = plan.variants[index]
-            out[plan.key] = VariantDecision(
-                variant=variant, propensity=plan.shares[index], payload=plan.payloads[index]
-            )
+            out[plan.key] = {
+                "variant": variant,
+                "propensity": plan.shares[index],
+                "payload": plan.payloads[index],
+            }
             self._log_exposure(
                 config.workspace_id,
                 visitor,
@@ -474,13 +519,13 @@ class DecisionRuntime:
         emotion: Mapping[str, Any] | None,
         attributes: Mapping[str, Any],
         now_us: int,
-    ) -> AdaptationDecision:
+    ) -> dict[str, Any]:
         policy = config.policy
         assert policy is not None
         vector = config.encoder.encode(emotion, attributes)
-        with self._lock:
-            choice = policy.choose(vector if policy.n_features is not None else None)
-            pending = Pending(
+        choice = policy.choose(vector if policy.n_features is not None else None)
+        self._add_pending(
+            Pending(
                 workspace_id=config.workspace_id,
                 visitor_id=visitor,
                 decision_id=decision_id,
@@ -489,39 +534,39 @@ class DecisionRuntime:
                 decided_us=now_us,
                 deadline_us=now_us + config.settings.goal_window_seconds * 1_000_000,
             )
-            self._add_pending(pending)
-            self.stats.decisions += 1
-            self._outbox.append(
-                (
-                    config.workspace_id,
-                    _message(
-                        "$decision",
-                        visitor,
-                        decision_id,
-                        now_us,
-                        {
-                            "decision_id": decision_id,
-                            "policy": ADAPTATION_POLICY,
-                            "kind": type(policy).__name__,
-                            "arm": choice.arm,
-                            "propensity": choice.propensity,
-                            "probabilities": choice.probabilities,
-                            "context": [round(float(x), 6) for x in vector],
-                            "goal": config.settings.goal_event,
-                            "window_seconds": config.settings.goal_window_seconds,
-                        },
-                    ),
-                )
-            )
-        document = config.adaptations[choice.arm]
-        return AdaptationDecision(
-            key=choice.arm,
-            tone=document.get("tone", "neutral"),
-            tokens=document.get("tokens", {}),
-            copy_text=document.get("copy", {}),
-            propensity=choice.propensity,
-            policy=type(policy).__name__,
         )
+        self.stats.decisions += 1
+        self._outbox.append(
+            (
+                config.workspace_id,
+                _message(
+                    "$decision",
+                    visitor,
+                    decision_id,
+                    now_us,
+                    {
+                        "decision_id": decision_id,
+                        "policy": ADAPTATION_POLICY,
+                        "kind": type(policy).__name__,
+                        "arm": choice.arm,
+                        "propensity": choice.propensity,
+                        "probabilities": choice.probabilities,
+                        "context": [round(float(x), 6) for x in vector],
+                        "goal": config.settings.goal_event,
+                        "window_seconds": config.settings.goal_window_seconds,
+                    },
+                ),
+            )
+        )
+        document = config.adaptations[choice.arm]
+        return {
+            "key": choice.arm,
+            "tone": document.get("tone", "neutral"),
+            "tokens": document.get("tokens", {}),
+            "copy": document.get("copy", {}),
+            "propensity": choice.propensity,
+            "policy": type(policy).__name__,
+        }
 
     def _add_pending(self, pending: Pending) -> None:
         if len(self._deadlines) >= MAX_PENDING:
@@ -554,42 +599,45 @@ class DecisionRuntime:
             properties["propensity"] = propensity
         if extra:
             properties.update(extra)
-        with self._lock:
-            self._outbox.append(
-                (workspace_id, _message("$exposure", visitor, message_id, now_us, properties))
-            )
+        self._outbox.append(
+            (workspace_id, _message("$exposure", visitor, message_id, now_us, properties))
+        )
 
     def _remember(self, workspace_id: str, visitor: str, reading: dict[str, Any]) -> None:
-        with self._lock:
-            key = (workspace_id, visitor)
-            self._readings[key] = reading
-            self._readings.move_to_end(key)
-            while len(self._readings) > MAX_READINGS:
-                self._readings.popitem(last=False)
+        key = (workspace_id, visitor)
+        readings = self._readings
+        readings[key] = reading
+        try:
+            readings.move_to_end(key)
+            while len(readings) > MAX_READINGS:
+                readings.popitem(last=False)
+        except KeyError:
+            pass  # trimmed by the other thread meanwhile: nothing to do
 
     # -- learning -----------------------------------------------------------------------------
 
     def emit(self, workspace_id: str, message: dict[str, Any]) -> None:
-        """Queue an event (a Segment message) to journal with the decisions."""
-        with self._lock:
-            self._outbox.append((workspace_id, message))
+        """Queue an event (a Segment message) to journal with the decisions (any thread)."""
+        self._outbox.append((workspace_id, message))
 
     def drain_outbox(self) -> list[tuple[str, dict[str, Any]]]:
         """The decision and exposure events to journal, handed over once."""
-        with self._lock:
-            out, self._outbox = self._outbox, []
+        out = []
+        outbox = self._outbox
+        while outbox:
+            out.append(outbox.popleft())
         return out
 
     def observe(self, batches: list[WorkspaceBatch]) -> None:
-        """Watch stored events: goal events reward pending decisions, emotion readings become
-        visitors' latest state (the ingest pipeline's ``on_stored`` hook)."""
+        """Watch stored events (the ingest writer's thread): goal events are queued for
+        :meth:`apply_rewards`, emotion readings become visitors' latest state."""
         for batch in batches:
             compiled = self._compiled.get(batch.workspace_id)
             goal = compiled.settings.goal_event if compiled is not None else None
             for row in batch.rows:
-                ids = [i for i in (row[_ANONYMOUS], row[_USER]) if i]
+                ids = tuple(i for i in (row[_ANONYMOUS], row[_USER]) if i)
                 if goal is not None and row[_EVENT] == goal:
-                    self._reward(batch.workspace_id, ids, int(row[_TIMESTAMP]))
+                    self._goals.append((batch.workspace_id, ids, int(row[_TIMESTAMP])))
                 raw = row[_CONTEXT]
                 if isinstance(raw, str) and '"emotion"' in raw:
                     context = orjson.loads(raw)
@@ -600,8 +648,12 @@ class DecisionRuntime:
                             for visitor in ids:
                                 self._remember(batch.workspace_id, visitor, converted)
 
-    def _reward(self, workspace_id: str, ids: list[str], at_us: int) -> None:
-        with self._lock:
+    def apply_rewards(self) -> int:
+        """Reward 1 to the pending decisions whose visitor did the goal event in time."""
+        rewarded = 0
+        goals = self._goals
+        while goals:
+            workspace_id, ids, at_us = goals.popleft()
             for visitor in ids:
                 waiting = self._pending.get((workspace_id, visitor))
                 if not waiting:
@@ -610,31 +662,32 @@ class DecisionRuntime:
                 for pending in waiting:
                     if pending.decided_us <= at_us + 1_000_000 and at_us <= pending.deadline_us:
                         self._settle(pending, 1.0, remove=False)
-                        self.stats.rewarded += 1
+                        rewarded += 1
                     else:
                         keep.append(pending)
                 if keep:
                     self._pending[(workspace_id, visitor)] = keep
                 else:
                     self._pending.pop((workspace_id, visitor), None)
+        self.stats.rewarded += rewarded
+        return rewarded
 
     def close_windows(self, now_us: int | None = None) -> int:
         """Reward 0 to decisions whose goal window closed without the goal event."""
         now_us = self._clock_us() if now_us is None else now_us
         closed = 0
-        with self._lock:
-            while self._deadlines and self._deadlines[0].deadline_us < now_us:
-                pending = self._deadlines.popleft()
-                key = (pending.workspace_id, pending.visitor_id)
-                waiting = self._pending.get(key)
-                if waiting is None or pending not in waiting:
-                    continue  # already rewarded
-                waiting.remove(pending)
-                if not waiting:
-                    self._pending.pop(key, None)
-                self._settle(pending, 0.0, remove=False)
-                self.stats.expired += 1
-                closed += 1
+        while self._deadlines and self._deadlines[0].deadline_us < now_us:
+            pending = self._deadlines.popleft()
+            key = (pending.workspace_id, pending.visitor_id)
+            waiting = self._pending.get(key)
+            if waiting is None or pending not in waiting:
+                continue  # already rewarded
+            waiting.remove(pending)
+            if not waiting:
+                self._pending.pop(key, None)
+            self._settle(pending, 0.0, remove=False)
+            self.stats.expired += 1
+            closed += 1
         return closed
 
     def _settle(self, pending: Pending, reward: float, *, remove: bool = True) -> None:
@@ -652,19 +705,18 @@ class DecisionRuntime:
         self._dirty.add(pending.workspace_id)
 
     def dirty_states(self) -> dict[str, dict[str, Any]]:
-        """Policies that learned since the last call, to save."""
-        with self._lock:
-            out = {}
-            for workspace_id in self._dirty:
-                config = self._compiled.get(workspace_id)
-                if config is not None and config.policy is not None:
-                    out[workspace_id] = config.policy.to_state()
-            self._dirty.clear()
-            return out
+        """Policies that learned since the last call, to save (on the loop's thread)."""
+        out = {}
+        for workspace_id in self._dirty:
+            config = self._compiled.get(workspace_id)
+            if config is not None and config.policy is not None:
+                out[workspace_id] = config.policy.to_state()
+        self._dirty.clear()
+        return out
 
     def pending_count(self) -> int:
-        with self._lock:
-            return sum(len(v) for v in self._pending.values())
+        """Decisions still waiting for their reward."""
+        return sum(len(waiting) for waiting in list(self._pending.values()))
 
 
 def _message(

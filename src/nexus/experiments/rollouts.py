@@ -120,9 +120,7 @@ def judge(
             p_value=p_value,
         )
     if treated_visitors < plan.min_visitors_per_stage:
-        return Verdict(
-            "hold", f"{treated_visitors} of {plan.min_visitors_per_stage} visitors seen"
-        )
+        return Verdict("hold", f"{treated_visitors} of {plan.min_visitors_per_stage} visitors seen")
     if stage_age_seconds < plan.min_seconds_per_stage:
         return Verdict(
             "hold", f"stage has run {stage_age_seconds:.0f}s of {plan.min_seconds_per_stage:.0f}s"

@@ -3,6 +3,7 @@ results, UI adaptations, decision settings, guarded rollouts, ``/v1/decide`` and
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from nexus.core.errors import FieldError, InvalidInput
+from nexus.core.logging import get_logger
 from nexus.events.service import EventsRuntime
 from nexus.events.store import EventStore
 from nexus.experiments import analysis, guard, service
@@ -43,7 +45,11 @@ from nexus.storage.pagination import Paginated
 from nexus.workspaces.deps import Authorize, DbSession, FastAuthorize, PageQuery
 from nexus.workspaces.models import Permission, Principal
 
+log = get_logger("nexus.experiments")
 router = APIRouter()
+# Hot paths, included ahead of every other router: FastAPI matches routes in order, and a
+# decision should not first be tried against every administration route.
+decide_router = APIRouter()
 ofrep_router = APIRouter(prefix="/ofrep/v1", tags=["ofrep"])
 ReadPrincipal = Annotated[Principal, Authorize(Permission.READ)]
 WritePrincipal = Annotated[Principal, Authorize(Permission.WRITE)]
@@ -476,7 +482,7 @@ async def read_policy(principal: ReadPrincipal, request: Request) -> PolicySumma
 # --- decide ---------------------------------------------------------------------------------
 
 
-@router.post(
+@decide_router.post(
     "/decide",
     tags=["decide"],
     summary="Flags, variants and the UI adaptation for one visitor",
@@ -485,17 +491,33 @@ async def read_policy(principal: ReadPrincipal, request: Request) -> PolicySumma
 async def decide(body: DecideRequest, principal: DecidePrincipal, request: Request) -> Response:
     runtime = runtime_of(request)
     workspace_id = _workspace(principal)
-    slow = runtime.needs_load(workspace_id) or (
-        body.text is not None and runtime.emotion_mode != "edge"
-    )
-    if slow:
-        result = await run_in_threadpool(runtime.decide, workspace_id, body)
-    else:
-        result = runtime.decide(workspace_id, body)
-    return Response(
-        content=orjson.dumps(result.model_dump(mode="json", by_alias=True)),
-        media_type="application/json",
-    )
+    # What may block (a database read, a slow emotion tier) runs on a worker thread; the
+    # decision itself runs here, on the loop's thread, where all decision state lives.
+    if runtime.needs_load(workspace_id):
+        await run_in_threadpool(runtime.reload, workspace_id)
+    elif runtime.refresh_due(workspace_id):
+        _background_reload(runtime, workspace_id)
+    read = None
+    if body.text is not None and body.emotion is None and runtime.emotion_mode != "edge":
+        read = await run_in_threadpool(runtime.read_text, body.text)
+    result = runtime.decide(workspace_id, body, read=read)
+    return Response(content=orjson.dumps(result), media_type="application/json")
+
+
+_reloads: set[asyncio.Future[Any]] = set()
+
+
+def _background_reload(runtime: DecisionRuntime, workspace_id: str) -> None:
+    """Reload a stale configuration on a worker thread; decisions keep the cached one."""
+    future = asyncio.get_running_loop().run_in_executor(None, runtime.reload, workspace_id)
+    _reloads.add(future)
+
+    def done(finished: asyncio.Future[Any]) -> None:
+        _reloads.discard(finished)
+        if not finished.cancelled() and finished.exception() is not None:
+            log.error("decision configuration reload failed", error=str(finished.exception()))
+
+    future.add_done_callback(done)
 
 
 # --- OFREP ----------------------------------------------------------------------------------
