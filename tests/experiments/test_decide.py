@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import World, bearer
@@ -249,3 +250,64 @@ def test_decide_permissions_and_bad_input(
     )
     assert bad.status_code == 422
     assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+def test_policy_settings_apply_at_once_and_bad_attributes_are_422(
+    client: TestClient, secret: dict[str, str], public: dict[str, str]
+) -> None:
+    for key in ("calm", "urgent", "reassuring"):
+        client.post("/v1/adaptations", json={"key": key}, headers=secret)
+    client.put(
+        "/v1/decision-settings",
+        json={"burn_in": 0, "min_share": 0.05, "context_attributes": ["returning"]},
+        headers=secret,
+    )
+    decide(client, public, visitor_id="warm", attributes={"returning": 1})
+    # A floor above an equal share is capped at it (uniform), not an error for every visitor.
+    client.put(
+        "/v1/decision-settings",
+        json={"burn_in": 0, "min_share": 0.5, "context_attributes": ["returning"]},
+        headers=secret,
+    )
+    shares = decide(client, public, visitor_id="v", attributes={"returning": 1})["adaptation"]
+    assert shares["propensity"] == pytest.approx(1 / 3)
+    # A non-numeric value for a numeric context attribute is the caller's error.
+    bad = client.post(
+        "/v1/decide",
+        json={"visitor_id": "v", "attributes": {"returning": "yes"}},
+        headers=public,
+    )
+    assert bad.status_code == 422
+    assert "returning" in bad.json()["detail"]
+
+
+def test_holdout_membership_is_logged_for_everyone(
+    client: TestClient,
+    secret: dict[str, str],
+    public: dict[str, str],
+    world: World,
+    step_worker: Callable[..., None],
+) -> None:
+    client.put("/v1/decision-settings", json={"holdout_percent": 30}, headers=secret)
+    held = {f"p-{i}": decide(client, public, visitor_id=f"p-{i}")["holdout"] for i in range(60)}
+    step_worker()
+    logged = {
+        e["anonymousId"]: e["properties"]["variant"]
+        for e in list_all(client, world.a.secret_key, event="$exposure")
+        if e["properties"]["experiment"] == "$holdout"
+    }
+    assert logged == {v: "held_out" if h else "included" for v, h in held.items()}
+
+
+def test_browsers_may_call_decide_and_ofrep_from_any_origin(
+    client: TestClient, public: dict[str, str]
+) -> None:
+    for path in ("/v1/decide", "/ofrep/v1/evaluate/flags", "/ofrep/v1/evaluate/flags/x"):
+        preflight = client.options(
+            path,
+            headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 204, path
+        assert preflight.headers["access-control-allow-origin"] == "*"
+    answer = client.post("/v1/decide", json={"visitor_id": "v"}, headers=public)
+    assert answer.headers["access-control-allow-origin"] == "*"

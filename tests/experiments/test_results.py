@@ -207,6 +207,10 @@ def test_results_match_reference_statistics(
     # Ratio and guardrail metrics are reported; Holm adjusts across all comparisons.
     ratio = metrics["revenue-per-view"]["comparisons"][0]
     assert ratio["effect"] is not None
+    ratio_arms = {a["variant"]: a["mean"] for a in metrics["revenue-per-view"]["arms"]}
+    for variant in ("control", "bold"):  # the ratio of sums, whatever single visitors did
+        expected = sum(truth[variant]["revenue"]) / sum(truth[variant]["views"])
+        assert ratio_arms[variant] == pytest.approx(expected)
     assert metrics["refunds"]["guardrail"] is True
     for metric in metrics.values():
         for comparison in metric["comparisons"]:

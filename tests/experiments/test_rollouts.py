@@ -212,3 +212,25 @@ def test_an_injected_regression_is_rolled_back_by_itself(
             time.sleep(0.1)
         assert events
         assert events[0]["properties"]["reason"] == reason
+
+
+def test_a_new_rollout_after_a_rollback_reaches_visitors(
+    client: TestClient,
+    secret: dict[str, str],
+    public: dict[str, str],
+    world: World,
+    step_worker: Callable[..., None],
+) -> None:
+    first = _rollout(client, secret, stages=[50, 100])
+    rolled = client.post(f"/v1/rollouts/{first['id']}/rollback", json={}, headers=secret)
+    assert rolled.json()["status"] == "rolled_back"
+    again = client.post(
+        "/v1/flags/new-checkout/rollouts",
+        json={"variation": "on", "stages": [50, 100], "guardrails": [GUARDRAIL]},
+        headers=secret,
+    )
+    assert again.status_code == 201, again.text
+    served = _traffic(client, world, public, "n", 60, broken=lambda _: False)
+    assert served.get("on", 0) > 10
+    rules = [r["id"] for r in client.get("/v1/flags/new-checkout", headers=secret).json()["rules"]]
+    assert rules == ["rollout"]

@@ -177,18 +177,25 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class IngestCorsMiddleware:
-    """CORS for the ingestion endpoints only, so that SDKs in any site's pages can post.
+    """CORS for what web pages call with the public write key (ingestion, decide, OFREP, flag
+    definitions), so that SDKs in any site's pages can call it.
 
     Write keys are public and carry no cookies' authority here, so any origin may send; the
     rest of the API stays same-origin.
     """
 
-    def __init__(self, app: ASGIApp, *, paths: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, paths: frozenset[str], prefixes: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.paths = paths
+        self.prefixes = prefixes
+
+    def _applies(self, path: str) -> bool:
+        return path in self.paths or (bool(self.prefixes) and path.startswith(self.prefixes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") not in self.paths:
+        if scope["type"] != "http" or not self._applies(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         if scope.get("method") == "OPTIONS":
@@ -198,10 +205,10 @@ class IngestCorsMiddleware:
                     "status": 204,
                     "headers": [
                         *_CORS_HEADERS,
-                        (b"access-control-allow-methods", b"POST, OPTIONS"),
+                        (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
                         (
                             b"access-control-allow-headers",
-                            b"authorization, content-type, content-encoding",
+                            b"authorization, content-type, content-encoding, if-none-match",
                         ),
                         (b"access-control-max-age", b"86400"),
                     ],
@@ -218,4 +225,7 @@ class IngestCorsMiddleware:
         await self.app(scope, receive, send_with_cors)
 
 
-_CORS_HEADERS = [(b"access-control-allow-origin", b"*")]
+_CORS_HEADERS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", b"etag"),
+]

@@ -113,11 +113,13 @@ def _candidate(
         if saved is None:
             fail("this workspace has no saved adaptation policy yet", 1)
         assert saved is not None
-        return bandits.policy_from_state(saved), logs, "the workspace's saved policy"
+        return bandits.policy_from_state(saved["policy"]), logs, "the workspace's saved policy"
     path = Path(policy)
     if policy not in KINDS and path.suffix == ".json":
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
+            # A policy's own state, or the {"policy", "features"} the server saves.
+            state = state.get("policy", state) if isinstance(state, dict) else state
             return bandits.policy_from_state(state), logs, f"policy state {path}"
         except (OSError, json.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
             fail(f"cannot load a policy state from {path}: {exc}", 2)

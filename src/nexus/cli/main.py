@@ -94,7 +94,7 @@ def _serve(settings: Settings) -> None:
 
     _check_port_free(settings.host, settings.port)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, freeze_gc=True),
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -273,7 +273,14 @@ def _comparison(
     chance = bayes.chance_to_beat_control if bayes is not None else None
     if chance is not None and metric.direction == "decrease":
         chance = 1.0 - chance
-    loss = bayes.expected_loss_choosing_treatment if bayes is not None else None
+    loss = None
+    if bayes is not None:
+        # The loss of shipping the treatment, measured in the metric's good direction.
+        loss = (
+            bayes.expected_loss_choosing_treatment
+            if metric.direction == "increase"
+            else bayes.expected_loss_choosing_control
+        )
     error = test.error or sequential.error
     return Comparison(
         variant=variant,
@@ -331,6 +338,19 @@ def _arm(variant: str, values: NDArray[np.float64]) -> ArmSummary:
     )
 
 
+def _ratio_arm(
+    variant: str, numerator: NDArray[np.float64], denominator: NDArray[np.float64]
+) -> ArmSummary:
+    """A ratio metric's arm: the ratio of sums (what the comparison tests), no variance."""
+    total = float(denominator.sum())
+    return ArmSummary(
+        variant=variant,
+        visitors=int(numerator.size),
+        mean=float(numerator.sum()) / total if total != 0 else None,
+        variance=None,
+    )
+
+
 def experiment_results(
     session: Session,
     store: EventStore,
@@ -382,7 +402,7 @@ def experiment_results(
             assert metric.denominator is not None
             numerator, denominator = values[metric.numerator][0], values[metric.denominator][0]
             summaries = [
-                _arm(v, numerator[a] / np.where(denominator[a] == 0, np.nan, denominator[a]))
+                _ratio_arm(v, numerator[a], denominator[a])
                 for v, a in zip(variants, arms, strict=True)
             ]
             for index, variant in enumerate(variants):
@@ -478,7 +498,11 @@ def logged_decisions(
         )
     )
     arm, propensity, context, goal, window, kind = rows.values
-    keep = [i for i in range(len(rows)) if kind[i] == policy and arm[i] is not None]
+    # In time order, so a policy trained on the first part is scored on later decisions.
+    keep = sorted(
+        (i for i in range(len(rows)) if kind[i] == policy and arm[i] is not None),
+        key=lambda i: int(rows.ts[i]),
+    )
     goals = sorted({g for i in keep if (g := goal[i])})
     goal_rows = {
         name: store.property_rows(

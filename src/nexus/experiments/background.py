@@ -26,12 +26,14 @@ from nexus.core.ids import new_id
 from nexus.core.logging import get_logger
 from nexus.core.settings import Settings
 from nexus.events import service as events
+from nexus.events.normalize import EventRow, track_row
 from nexus.experiments import guard, service
 from nexus.experiments.decisions import ADAPTATION_POLICY, DecisionRuntime
 from nexus.storage.database import Database
 
 log = get_logger("nexus.experiments")
 WEBHOOK_TIMEOUT_SECONDS = 5.0
+JOURNAL_INTERVAL = 0.1
 
 
 class DecisionWorker:
@@ -62,13 +64,13 @@ class DecisionWorker:
         self.notices.append(notice)
         self.runtime.emit(
             workspace_id,
-            {
-                "type": "track",
-                "event": "$rollout_rolled_back",
-                "anonymousId": f"rollout:{notice['rollout_id']}",
-                "messageId": new_id("evt"),
-                "properties": notice,
-            },
+            track_row(
+                "$rollout_rolled_back",
+                anonymous_id=f"rollout:{notice['rollout_id']}",
+                message_id=new_id("evt"),
+                at_us=events.now_us(),
+                properties=notice,
+            ),
         )
         with self.database.session() as session:
             url = service.get_decision_settings(session, workspace_id=workspace_id).webhook_url
@@ -83,24 +85,19 @@ class DecisionWorker:
         outbox = self.runtime.drain_outbox()
         if not outbox:
             return 0
-        by_workspace: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for workspace_id, message in outbox:
-            by_workspace[workspace_id].append(message)
+        by_workspace: dict[str, list[EventRow]] = defaultdict(list)
+        for workspace_id, row in outbox:
+            by_workspace[workspace_id].append(row)
         written = 0
-        for workspace_id, messages in by_workspace.items():
-            prepared = events.prepare(
-                {"batch": messages}, implied_type=None, received_at=events.now_us()
-            )
-            for rejection in prepared.rejected:
-                log.error("decision event rejected", detail=rejection.detail)
+        for workspace_id, rows in by_workspace.items():
             try:
                 written += await events.ingest(
-                    self.events, workspace_id=workspace_id, prepared=prepared
+                    self.events, workspace_id=workspace_id, prepared=events.Prepared(rows, [])
                 )
             except Exception:
                 # Ingestion is refusing (overloaded, journal failure): decisions stay served,
                 # their log entries are what is lost, and the log says so.
-                log.exception("decision events could not be journalled", count=len(messages))
+                log.exception("decision events could not be journalled", count=len(rows))
         return written
 
     def save_policies(self, states: dict[str, dict[str, Any]]) -> int:

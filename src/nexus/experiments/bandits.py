@@ -679,6 +679,9 @@ class LinearThompson(_LinearPolicy):
         )
         self._v = _check_float("v", v, minimum=0.0)
         self._n_draws = _check_int("n_draws", n_draws, minimum=1)
+        # The standard normal draws depend only on (seed, n_updates): between two updates
+        # every decision reuses them, which keeps a decision cheap.
+        self._normals: tuple[int, FloatArray] | None = None
 
     @property
     def v(self) -> float:
@@ -691,8 +694,11 @@ class LinearThompson(_LinearPolicy):
     def _probabilities(self, context: Context | None) -> FloatArray:
         assert context is not None
         means, variances = self._score_moments(context)
-        rng = np.random.Generator(np.random.PCG64([self._seed, self.n_updates, 0x7E57]))
-        normal = rng.standard_normal((self._n_draws, len(self.arms)))
+        updates = self.n_updates
+        if self._normals is None or self._normals[0] != updates:
+            rng = np.random.Generator(np.random.PCG64([self._seed, updates, 0x7E57]))
+            self._normals = (updates, rng.standard_normal((self._n_draws, len(self.arms))))
+        normal = self._normals[1]
         scores = means + self._v * np.sqrt(variances) * normal
         best = scores >= scores.max(axis=1, keepdims=True)
         wins = (best / best.sum(axis=1, keepdims=True)).sum(axis=0)

@@ -26,13 +26,15 @@ from typing import Any
 
 import numpy as np
 import orjson
+from numpy.typing import NDArray
 
+from nexus.core.errors import InvalidInput
 from nexus.core.ids import new_id
 from nexus.core.logging import get_logger
 from nexus.emotion.analyzer import Mode
 from nexus.emotion.models.taxonomy import PLUTCHIK
 from nexus.emotion.models.vector import EmotionVector
-from nexus.events.normalize import ROW_FIELDS
+from nexus.events.normalize import ROW_FIELDS, EventRow, track_row
 from nexus.events.store import WorkspaceBatch
 from nexus.experiments import bandits, flags
 from nexus.experiments.models import DecideRequest, DecisionSettingsRead
@@ -44,6 +46,7 @@ ADAPTATION_POLICY = "adaptation"
 MAX_PENDING = 200_000
 MAX_READINGS = 100_000
 ROLLOUT_RULE = "rollout"
+HOLDOUT_EXPERIMENT = "$holdout"
 LINEAR_THOMPSON_DRAWS = 256
 _EVENT = ROW_FIELDS.index("event")
 _USER = ROW_FIELDS.index("user_id")
@@ -60,6 +63,7 @@ class ExperimentPlan:
     """A running experiment as assignment needs it."""
 
     key: str
+    id: str
     variants: tuple[str, ...]
     shares: tuple[float, ...]
     bounds: tuple[float, ...]  # cumulative upper bounds of each variant's hash range
@@ -77,6 +81,7 @@ class ExperimentPlan:
         clauses = document.get("targeting") or []
         return cls(
             key=key,
+            id=str(document.get("id", key)),
             variants=tuple(v["key"] for v in document["variants"]),
             shares=tuple(float(s) for s in shares),
             bounds=tuple(float(b) for b in np.cumsum(shares)),
@@ -169,26 +174,32 @@ def build_policy(
     encoder: bandits.ContextEncoder,
     state: Mapping[str, Any] | None,
 ) -> bandits.Policy | None:
-    """The adaptation policy: the saved one if it still has the same arms and features,
-    else a fresh one of the configured kind."""
+    """The adaptation policy of the workspace's settings.
+
+    What a policy learned is kept (from ``state``, a saved or live policy's) while the arms,
+    the kind and the context features are the same; a new burn-in or minimum share applies
+    to it at once. A different kind, arm set or feature list starts learning afresh.
+    ``min_share`` is capped at an equal share, so adding adaptations never makes the floor
+    impossible.
+    """
     if not arms:
         return None
-    if state is not None:
-        try:
-            saved = bandits.policy_from_state(state)
-        except (ValueError, KeyError, TypeError):
-            saved = None
-        if (
-            saved is not None
-            and list(saved.arms) == arms
-            and saved.n_features in (None, encoder.n_features)
-            and type(saved).__name__ == _POLICY_CLASSES[settings.policy].__name__
-        ):
-            return saved
     kind = _POLICY_CLASSES[settings.policy]
+    min_share = min(settings.min_share, 1.0 / len(arms))
+    if state is not None and state.get("features") == list(encoder.feature_names):
+        learned = state.get("policy")
+        try:
+            if isinstance(learned, Mapping) and learned.get("class") == kind.__name__:
+                params = dict(learned["params"])
+                if params.get("arms") == arms:
+                    if kind is not bandits.UniformPolicy:
+                        params |= {"burn_in": settings.burn_in, "min_share": min_share}
+                    return bandits.policy_from_state({**learned, "params": params})
+        except (ValueError, KeyError, TypeError):
+            log.warning("saved adaptation policy unreadable; starting afresh")
     common: dict[str, Any] = {"seed": None}
     if kind is not bandits.UniformPolicy:
-        common |= {"burn_in": settings.burn_in, "min_share": settings.min_share}
+        common |= {"burn_in": settings.burn_in, "min_share": min_share}
     if kind is bandits.LinearThompson:
         # P(best) from 256 posterior draws: the logged propensity is exact for the
         # distribution the arm is drawn from either way, and the decision stays well under
@@ -197,6 +208,11 @@ def build_policy(
     if kind is bandits.LinUCB:
         return kind(arms, encoder.n_features, **common)
     return kind(arms, **common)
+
+
+def policy_state(policy: bandits.Policy, encoder: bandits.ContextEncoder) -> dict[str, Any]:
+    """What is saved of an adaptation policy: its state and the features it learned on."""
+    return {"policy": policy.to_state(), "features": list(encoder.feature_names)}
 
 
 _POLICY_CLASSES: dict[str, type[bandits.Policy]] = {
@@ -314,7 +330,7 @@ class DecisionRuntime:
         self._deadlines: deque[Pending] = deque()
         self._goals: deque[tuple[str, tuple[str, ...], int]] = deque()
         self._readings: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
-        self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
+        self._outbox: deque[tuple[str, EventRow]] = deque()
         self._dirty: set[str] = set()
         self.stats = LearningStats()
 
@@ -346,17 +362,15 @@ class DecisionRuntime:
                 if current is not None:
                     current.refreshing = False
                 raise
-            # Keep the live policy (it may have learned since it was last saved) while the
-            # arms, the kind and the features stay the same.
-            if (
-                current is not None
-                and current.policy is not None
-                and fresh.policy is not None
-                and current.policy.arms == fresh.policy.arms
-                and type(current.policy) is type(fresh.policy)
-                and current.encoder.n_features == fresh.encoder.n_features
-            ):
-                fresh.policy = current.policy
+            # Keep what the live policy learned since it was last saved (build_policy decides
+            # whether it still fits the settings).
+            if current is not None and current.policy is not None:
+                fresh.policy = build_policy(
+                    fresh.settings,
+                    sorted(fresh.adaptations),
+                    fresh.encoder,
+                    policy_state(current.policy, current.encoder),
+                )
             self._compiled[workspace_id] = fresh
             return fresh
 
@@ -418,21 +432,31 @@ class DecisionRuntime:
         if emotion is not None:
             attributes["emotion"] = emotion
         context = flags.EvaluationContext(targeting_key=visitor, attributes=attributes)
-        decision_id = new_id("dec")
         holdout = (
             config.settings.holdout_percent > 0
             and flags.bucket(f"holdout:{workspace_id}", visitor)
             < config.settings.holdout_percent / 100.0
         )
+        adapting = request.adaptation and not holdout and config.policy is not None
+        vector = self._context_vector(config, emotion, request.attributes) if adapting else None
+        decision_id = new_id("dec")
+        if config.settings.holdout_percent > 0:
+            # Everyone's side of the holdout, so the held-out baseline can be measured.
+            self._log_exposure(
+                workspace_id,
+                visitor,
+                experiment=HOLDOUT_EXPERIMENT,
+                variant="held_out" if holdout else "included",
+                propensity=None,
+                now_us=now_us,
+            )
         flag_results = self._flags(config, request, context, visitor, now_us)
         experiments = (
             {} if holdout else self._experiments(config, request, context, visitor, now_us)
         )
         adaptation = None
-        if request.adaptation and not holdout and config.policy is not None:
-            adaptation = self._adapt(
-                config, visitor, decision_id, emotion, request.attributes, now_us
-            )
+        if vector is not None:
+            adaptation = self._adapt(config, visitor, decision_id, vector, now_us)
         return {
             "decision_id": decision_id,
             "visitor_id": visitor,
@@ -508,21 +532,32 @@ class DecisionRuntime:
                 variant=variant,
                 propensity=plan.shares[index],
                 now_us=now_us,
+                dedupe=plan.id,
             )
         return out
+
+    @staticmethod
+    def _context_vector(
+        config: Compiled, emotion: Mapping[str, Any] | None, attributes: Mapping[str, Any]
+    ) -> NDArray[np.float64]:
+        try:
+            return config.encoder.encode(emotion, attributes)
+        except ValueError as exc:
+            raise InvalidInput(
+                f"The adaptation policy reads numeric attributes "
+                f"({', '.join(config.settings.context_attributes)}): {exc}"
+            ) from None
 
     def _adapt(
         self,
         config: Compiled,
         visitor: str,
         decision_id: str,
-        emotion: Mapping[str, Any] | None,
-        attributes: Mapping[str, Any],
+        vector: NDArray[np.float64],
         now_us: int,
     ) -> dict[str, Any]:
         policy = config.policy
         assert policy is not None
-        vector = config.encoder.encode(emotion, attributes)
         choice = policy.choose(vector if policy.n_features is not None else None)
         self._add_pending(
             Pending(
@@ -539,7 +574,7 @@ class DecisionRuntime:
         self._outbox.append(
             (
                 config.workspace_id,
-                _message(
+                _row(
                     "$decision",
                     visitor,
                     decision_id,
@@ -600,7 +635,7 @@ class DecisionRuntime:
         if extra:
             properties.update(extra)
         self._outbox.append(
-            (workspace_id, _message("$exposure", visitor, message_id, now_us, properties))
+            (workspace_id, _row("$exposure", visitor, message_id, now_us, properties))
         )
 
     def _remember(self, workspace_id: str, visitor: str, reading: dict[str, Any]) -> None:
@@ -616,11 +651,11 @@ class DecisionRuntime:
 
     # -- learning -----------------------------------------------------------------------------
 
-    def emit(self, workspace_id: str, message: dict[str, Any]) -> None:
-        """Queue an event (a Segment message) to journal with the decisions (any thread)."""
-        self._outbox.append((workspace_id, message))
+    def emit(self, workspace_id: str, row: EventRow) -> None:
+        """Queue an event row to journal with the decisions (any thread)."""
+        self._outbox.append((workspace_id, row))
 
-    def drain_outbox(self) -> list[tuple[str, dict[str, Any]]]:
+    def drain_outbox(self) -> list[tuple[str, EventRow]]:
         """The decision and exposure events to journal, handed over once."""
         out = []
         outbox = self._outbox
@@ -710,25 +745,20 @@ class DecisionRuntime:
         for workspace_id in self._dirty:
             config = self._compiled.get(workspace_id)
             if config is not None and config.policy is not None:
-                out[workspace_id] = config.policy.to_state()
+                out[workspace_id] = policy_state(config.policy, config.encoder)
         self._dirty.clear()
         return out
 
-    def pending_count(self) -> int:
-        """Decisions still waiting for their reward."""
-        return sum(len(waiting) for waiting in list(self._pending.values()))
+    def pending_count(self, workspace_id: str) -> int:
+        """The workspace's decisions still waiting for their reward."""
+        return sum(
+            len(waiting) for (ws, _), waiting in list(self._pending.items()) if ws == workspace_id
+        )
 
 
-def _message(
+def _row(
     event: str, visitor: str, message_id: str, now_us: int, properties: dict[str, Any]
-) -> dict[str, Any]:
-    seconds, micros = divmod(now_us, 1_000_000)
-    timestamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
-    return {
-        "type": "track",
-        "event": event,
-        "anonymousId": visitor,
-        "messageId": message_id,
-        "timestamp": timestamp,
-        "properties": properties,
-    }
+) -> EventRow:
+    return track_row(
+        event, anonymous_id=visitor, message_id=message_id, at_us=now_us, properties=properties
+    )

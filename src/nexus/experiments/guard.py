@@ -39,6 +39,7 @@ from nexus.storage.pagination import Page, paginate
 
 log = get_logger("nexus.experiments.guard")
 GUARD_ACTOR = "guarded-rollout"
+ROLLED_BACK_RULE = ROLLOUT_RULE + "-rolled-back"
 Notify = Callable[[str, dict[str, Any]], None]
 
 
@@ -104,7 +105,10 @@ def create_rollout(
             {"at": _now_iso(), "action": "started", "stage": stage, "detail": data.comment}
         ],
     }
-    rules = _without_rule(document, ROLLOUT_RULE)
+    # A new rollout replaces what an earlier one left (its rolled-back rule).
+    rules = [
+        r for r in document.get("rules", []) if r.get("id") not in (ROLLOUT_RULE, ROLLED_BACK_RULE)
+    ]
     rules.append(
         {
             "id": ROLLOUT_RULE,

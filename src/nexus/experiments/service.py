@@ -641,7 +641,7 @@ def load_snapshot(session: Session, *, workspace_id: str) -> Snapshot:
     return Snapshot(
         flags=[f.document for f in _all_flags(session, workspace_id)],
         experiments=[
-            (e.key, e.document)
+            (e.key, {**e.document, "id": e.id})
             for e in running_experiments(session, workspace_id=workspace_id)
             if e.document.get("layer_range")
         ],

@@ -468,14 +468,18 @@ async def read_policy(principal: ReadPrincipal, request: Request) -> PolicySumma
     policy = config.policy
     if policy is None:
         return PolicySummary(
-            kind=None, arms=[], pulls={}, updates=0, pending_rewards=runtime.pending_count()
+            kind=None,
+            arms=[],
+            pulls={},
+            updates=0,
+            pending_rewards=runtime.pending_count(_workspace(principal)),
         )
     return PolicySummary(
         kind=type(policy).__name__,
         arms=list(policy.arms),
         pulls=dict(policy.pulls),
         updates=policy.n_updates,
-        pending_rewards=runtime.pending_count(),
+        pending_rewards=runtime.pending_count(_workspace(principal)),
     )
 
 
@@ -496,7 +500,7 @@ async def decide(body: DecideRequest, principal: DecidePrincipal, request: Reque
     if runtime.needs_load(workspace_id):
         await run_in_threadpool(runtime.reload, workspace_id)
     elif runtime.refresh_due(workspace_id):
-        _background_reload(runtime, workspace_id)
+        background_reload(runtime, workspace_id)
     read = None
     if body.text is not None and body.emotion is None and runtime.emotion_mode != "edge":
         read = await run_in_threadpool(runtime.read_text, body.text)
@@ -507,7 +511,7 @@ async def decide(body: DecideRequest, principal: DecidePrincipal, request: Reque
 _reloads: set[asyncio.Future[Any]] = set()
 
 
-def _background_reload(runtime: DecisionRuntime, workspace_id: str) -> None:
+def background_reload(runtime: DecisionRuntime, workspace_id: str) -> None:
     """Reload a stale configuration on a worker thread; decisions keep the cached one."""
     future = asyncio.get_running_loop().run_in_executor(None, runtime.reload, workspace_id)
     _reloads.add(future)
