@@ -8,6 +8,7 @@ data directory hands out fresh credentials while revoking the old secret key.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,3 +176,37 @@ def test_second_run_on_same_data_dir_rotates_credentials(tmp_path: Path) -> None
         assert new.json()["workspace_id"] == second.workspace_id
     finally:
         second_process.stop()
+
+
+def test_the_demo_decides_for_visitors_and_its_simulator_drives_decide(
+    demo: RunningDemo,
+) -> None:
+    """The printed write key asks /v1/decide: the demo's flags, experiment and adaptations
+    answer; and the demo's simulated visitors are already being decided for."""
+    basic = httpx.BasicAuth(demo.info.write_key, "")
+    answer = httpx.post(
+        f"{demo.info.url}/v1/decide",
+        json={"visitor_id": "demo-reader", "emotion": {"anger": 0.9, "valence": -0.8}},
+        auth=basic,
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    decision = answer.json()
+    assert decision["flags"]["calm-checkout"]["value"] is True
+    assert decision["flags"]["support-chat"]["value"] is True
+    assert decision["adaptation"]["key"] in {"neutral", "calm", "reassuring", "urgent"}
+    if not decision["holdout"]:
+        assert decision["experiments"]["pricing-test"]["variant"] in {"a", "b"}
+    auth = {"Authorization": f"Bearer {demo.info.secret_key}"}
+    deadline = time.monotonic() + 30
+    simulated: list[object] = []
+    while time.monotonic() < deadline and not simulated:
+        page = httpx.get(
+            f"{demo.info.url}/v1/events",
+            params={"event": "$decision", "limit": 50},
+            headers=auth,
+            timeout=10,
+        ).json()
+        simulated = [e for e in page["items"] if e["anonymousId"] != "demo-reader"]
+        time.sleep(0.5)
+    assert simulated, "the demo's simulated visitors made no decisions within 30 s"

@@ -1,4 +1,6 @@
-"""What ``nexus demo`` shows: a week of shop visitors, a saved funnel, and live traffic.
+"""What ``nexus demo`` shows: a week of shop visitors, a saved funnel, flags, UI adaptations
+and an experiment, and live traffic -- funnel events, and simulated visitors whose words and
+conversions drive ``/v1/decide`` and its bandit.
 
 The history is generated with a fixed seed and appended straight to the event store before the
 server starts (only when the demo workspace has no events yet, so restarts keep it). The live
@@ -19,13 +21,24 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from sqlalchemy.orm import Session
 
+from nexus.cli.simulate import SimulationAborted, run_simulation
 from nexus.core.settings import Settings
 from nexus.emotion.service import EmotionRuntime
 from nexus.events import service as events
 from nexus.events.normalize import EventRow, normalize
 from nexus.events.store import WorkspaceBatch
+from nexus.experiments import service as experiments
+from nexus.experiments.models import (
+    AdaptationCreate,
+    DecisionSettingsBody,
+    ExperimentCreate,
+    FlagCreate,
+    MetricIn,
+    VariantIn,
+)
 from nexus.funnels import service as funnels
 from nexus.funnels.models import FunnelCreate, StepIn
 
@@ -177,3 +190,134 @@ class LiveTraffic(threading.Thread):
                     pass
             except (urllib.error.URLError, OSError):
                 time.sleep(self.interval)  # not up yet, or shutting down: try again later
+
+
+# --- the decision engine's demo -------------------------------------------------------------
+
+DEMO_ADAPTATIONS: dict[str, dict[str, Any]] = {
+    "neutral": {"tone": "neutral", "tokens": {"--accent": "#3355ff"}, "copy": {"cta": "Buy now"}},
+    "calm": {
+        "tone": "calm",
+        "tokens": {"--accent": "#2a9d8f", "--motion": "reduced"},
+        "copy": {"cta": "Take your time", "headline": "We're here to help"},
+    },
+    "reassuring": {
+        "tone": "reassuring",
+        "tokens": {"--accent": "#457b9d"},
+        "copy": {"cta": "Try it risk-free", "headline": "30-day returns, no questions"},
+    },
+    "urgent": {
+        "tone": "urgent",
+        "tokens": {"--accent": "#e63946"},
+        "copy": {"cta": "Grab yours today", "headline": "Only a few left"},
+    },
+}
+DEMO_FLAGS: list[dict[str, Any]] = [
+    {
+        "key": "calm-checkout",
+        "name": "Calmer checkout for upset visitors",
+        "rules": [
+            {
+                "id": "upset",
+                "clauses": [{"attribute": "emotion.valence", "op": "lt", "value": -0.3}],
+                "serve": {"variation": "on"},
+            }
+        ],
+        "fallthrough": {"variation": "off"},
+    },
+    {
+        "key": "support-chat",
+        "name": "Offer live chat to angry or disappointed visitors",
+        "rules": [
+            {
+                "id": "angry",
+                "clauses": [
+                    {
+                        "attribute": "emotion.dominant",
+                        "op": "in",
+                        "value": ["anger", "annoyance", "disappointment", "disapproval"],
+                    }
+                ],
+                "serve": {"variation": "on"},
+            }
+        ],
+        "fallthrough": {"variation": "off"},
+    },
+    {
+        "key": "one-page-checkout",
+        "name": "One-page checkout (50 % rollout)",
+        "fallthrough": {
+            "rollout": [{"variation": "on", "weight": 50}, {"variation": "off", "weight": 50}]
+        },
+    },
+]
+
+
+def seed_decisions(db: Session, *, workspace_id: str) -> None:
+    """Flags targeted on emotion, UI adaptations chosen by the bandit and a running pricing
+    experiment (the simulator's ground truth knows ``pricing-test``), once."""
+    if experiments.list_flags(db, workspace_id=workspace_id, limit=1).items:
+        return
+    experiments.put_decision_settings(
+        db,
+        workspace_id=workspace_id,
+        data=DecisionSettingsBody(
+            goal_event="Order Completed",
+            goal_window_seconds=60,
+            burn_in=20,
+            context_attributes=["returning"],
+        ),
+    )
+    for key, body in DEMO_ADAPTATIONS.items():
+        experiments.create_adaptation(
+            db, workspace_id=workspace_id, data=AdaptationCreate(key=key, **body)
+        )
+    for flag in DEMO_FLAGS:
+        experiments.create_flag(
+            db, workspace_id=workspace_id, data=FlagCreate(**flag), actor="demo"
+        )
+    experiments.create_experiment(
+        db,
+        workspace_id=workspace_id,
+        data=ExperimentCreate(
+            key="pricing-test",
+            name="Pricing page B",
+            variants=[VariantIn(key="a"), VariantIn(key="b")],
+            metrics=[
+                MetricIn(key="orders", kind="conversion", event="Order Completed"),
+                MetricIn(key="revenue", kind="sum", event="Order Completed", property="revenue"),
+            ],
+            primary_metric="orders",
+        ),
+    )
+    experiments.start_experiment(db, workspace_id=workspace_id, key="pricing-test")
+
+
+class SimulatedVisitors(threading.Thread):
+    """Plays ``nexus simulate`` visitors against the demo server, a few per second, so that
+    decide, the bandit and the experiment have live traffic to show."""
+
+    def __init__(self, base_url: str, write_key: str, *, rate: float = 2.0) -> None:
+        super().__init__(name="nexus-demo-visitors", daemon=True)
+        self.base_url = base_url
+        self.write_key = write_key
+        self.rate = rate
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        round_number = 0
+        with httpx.Client(base_url=self.base_url, timeout=10.0) as client:
+            while not self.stopping.is_set():
+                round_number += 1
+                try:
+                    run_simulation(
+                        client,
+                        write_key=self.write_key,
+                        visitors=20,
+                        rate=self.rate,
+                        seed=round_number,
+                        run_id=f"demo{round_number}",
+                        concurrency=2,
+                    )
+                except (SimulationAborted, httpx.HTTPError):
+                    self.stopping.wait(2.0)  # not up yet, or shutting down

@@ -161,6 +161,7 @@ def demo(
         )
         write_key = service.public_write_key(db, workspace_id=workspace.id)
         seeded = demo_data.seed(settings, db, workspace_id=workspace.id)
+        demo_data.seed_decisions(db, workspace_id=workspace.id)
     display_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
     url = f"http://{display_host}:{settings.port}"
     console.print(f"\n[bold]NEXUS {__version__} demo[/bold] — open [link={url}]{url}[/link]\n")
@@ -178,9 +179,16 @@ def demo(
     console.print(
         f"  funnels    {url}/funnels    live events {url}/events\n", markup=False, soft_wrap=True
     )
+    console.print(
+        f"  decide     curl -u {write_key}: -H 'Content-Type: application/json' "
+        f"""-d '{{"visitor_id": "v1", "text": "This is taking forever!"}}' {url}/v1/decide\n""",
+        markup=False,
+        soft_wrap=True,
+    )
     sys.stdout.flush()
     if traffic and write_key:
         demo_data.LiveTraffic(url, write_key).start()
+        demo_data.SimulatedVisitors(url, write_key).start()
     _serve(settings)
 
 
