@@ -393,7 +393,9 @@ def experiment_results(
                 session, store, scope=scope, exposures=exposures, metric=metric
             )
     arms = [exposures.arm == i for i in range(len(variants))]
-    tuning_n = max(float(len(exposures)), 1000.0)
+    # Fixed before the data, as the guarantee requires (tuning on the sample seen would not
+    # be always valid); GrowthBook's default.
+    tuning_n = float(stats.DEFAULT_TUNING_N)
     results: list[MetricResult] = []
     for metric in metric_docs:
         comparisons: list[Comparison] = []
