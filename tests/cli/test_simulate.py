@@ -1,7 +1,7 @@
 """``nexus simulate``: a contract test of the driver.
 
 The server here is a minimal Starlette app written for this test: it implements the
-documented ``POST /v1/decide`` contract (docs/design/decision-engine-contracts.md) and
+documented ``POST /v1/decide`` contract (docs/decisions.md) and
 ``POST /v1/batch``, checks the write key, and records what it receives. It is not NEXUS: the
 end-to-end run against the real API belongs with the decide endpoint's own tests.
 """

@@ -3,7 +3,7 @@
 This is the pure core shared by the API (which validates and stores flag documents), ``decide``
 (which evaluates them server-side) and the Python SDK (which evaluates them in the caller's
 process). Documents in, frozen dataclasses out; no I/O. The wire form, hashing and reasons are
-specified in ``docs/design/decision-engine-contracts.md``.
+specified in ``docs/decisions.md``.
 
 Evaluation order for one flag
 -----------------------------
