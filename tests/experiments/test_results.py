@@ -34,56 +34,12 @@ def _send(client: TestClient, world: World, messages: list[dict[str, Any]]) -> N
         assert response.status_code == 200, response.text
 
 
-@pytest.fixture
-def experiment(client: TestClient, secret: dict[str, str], world: World) -> dict[str, Any]:
-    body = {
-        "key": "checkout-copy",
-        "variants": [{"key": "control"}, {"key": "bold"}],
-        "metrics": [
-            {"key": "orders", "kind": "conversion", "event": "Order Completed"},
-            {"key": "revenue", "kind": "sum", "event": "Order Completed", "property": "revenue"},
-            {"key": "views", "kind": "count", "event": "Page Viewed"},
-            {
-                "key": "revenue-per-view",
-                "kind": "ratio",
-                "numerator": "revenue",
-                "denominator": "views",
-            },
-            {"key": "signups", "kind": "conversion", "funnel_id": world.a.funnel_id, "step": 1},
-            {
-                "key": "refunds",
-                "kind": "count",
-                "event": "Refund Requested",
-                "guardrail": True,
-                "direction": "decrease",
-            },
-        ],
-        "primary_metric": "orders",
-    }
-    created = client.post("/v1/experiments", json=body, headers=secret)
-    assert created.status_code == 201, created.text
-    assert client.post("/v1/experiments/checkout-copy/start", headers=secret).status_code == 200
-    result: dict[str, Any] = created.json()
-    return result
-
-
-def test_results_match_reference_statistics(
-    client: TestClient,
-    secret: dict[str, str],
-    public: dict[str, str],
-    world: World,
-    experiment: dict[str, Any],
-    step_worker: Callable[..., None],
-) -> None:
+def _shoppers(
+    variant_of: dict[str, str], now: datetime, before: datetime
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[float]]]]:
+    """Seeded events of the exposed visitors (page views before and after exposure, orders
+    with revenue, signups through the funnel) and the per-visitor truth behind them."""
     rng = np.random.default_rng(7)
-    now = datetime.now(UTC)
-    before = now - timedelta(hours=2)
-    variant_of: dict[str, str] = {}
-    for i in range(VISITORS):
-        visitor = f"shopper-{i}"
-        result = decide(client, public, visitor_id=visitor, adaptation=False)
-        variant_of[visitor] = result["experiments"]["checkout-copy"]["variant"]
-    step_worker()  # exposures are in the store, timestamped now
     messages: list[dict[str, Any]] = []
     truth: dict[str, dict[str, list[float]]] = {
         v: {"orders": [], "revenue": [], "views": [], "pre_views": [], "signups": []}
@@ -144,6 +100,59 @@ def test_results_match_reference_statistics(
         row["views"].append(views)
         row["pre_views"].append(pre_views)
         row["signups"].append(float(signed_up))
+    return messages, truth
+
+
+@pytest.fixture
+def experiment(client: TestClient, secret: dict[str, str], world: World) -> dict[str, Any]:
+    body = {
+        "key": "checkout-copy",
+        "variants": [{"key": "control"}, {"key": "bold"}],
+        "metrics": [
+            {"key": "orders", "kind": "conversion", "event": "Order Completed"},
+            {"key": "revenue", "kind": "sum", "event": "Order Completed", "property": "revenue"},
+            {"key": "views", "kind": "count", "event": "Page Viewed"},
+            {
+                "key": "revenue-per-view",
+                "kind": "ratio",
+                "numerator": "revenue",
+                "denominator": "views",
+            },
+            {"key": "signups", "kind": "conversion", "funnel_id": world.a.funnel_id, "step": 1},
+            {
+                "key": "refunds",
+                "kind": "count",
+                "event": "Refund Requested",
+                "guardrail": True,
+                "direction": "decrease",
+            },
+        ],
+        "primary_metric": "orders",
+    }
+    created = client.post("/v1/experiments", json=body, headers=secret)
+    assert created.status_code == 201, created.text
+    assert client.post("/v1/experiments/checkout-copy/start", headers=secret).status_code == 200
+    result: dict[str, Any] = created.json()
+    return result
+
+
+def test_results_match_reference_statistics(
+    client: TestClient,
+    secret: dict[str, str],
+    public: dict[str, str],
+    world: World,
+    experiment: dict[str, Any],
+    step_worker: Callable[..., None],
+) -> None:
+    now = datetime.now(UTC)
+    before = now - timedelta(hours=2)
+    variant_of: dict[str, str] = {}
+    for i in range(VISITORS):
+        visitor = f"shopper-{i}"
+        result = decide(client, public, visitor_id=visitor, adaptation=False)
+        variant_of[visitor] = result["experiments"]["checkout-copy"]["variant"]
+    step_worker()  # exposures are in the store, timestamped now
+    messages, truth = _shoppers(variant_of, now, before)
     _send(client, world, messages)
     step_worker()
 
