@@ -34,6 +34,7 @@ from nexus.storage.database import Database
 log = get_logger("nexus.experiments")
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 JOURNAL_INTERVAL = 0.1
+LEARN_CHUNK = 64
 
 
 class DecisionWorker:
@@ -131,9 +132,13 @@ class DecisionWorker:
         return checked
 
     async def run_once(self, *, rollouts: bool = False) -> None:
-        # Rewards and policy updates happen here, on the event loop's thread, like decide.
-        self.runtime.apply_rewards()
-        self.runtime.close_windows()
+        # Rewards and policy updates happen here, on the event loop's thread, like decide,
+        # in small chunks with the loop free between them, so no decision waits long.
+        for step in (self.runtime.apply_rewards, self.runtime.close_windows):
+            while True:
+                if not step(limit=LEARN_CHUNK):
+                    break
+                await asyncio.sleep(0)  # let waiting requests in between chunks
         await self.journal_decisions()
         await run_in_threadpool(self.save_policies, self.runtime.dirty_states())
         if rollouts:

@@ -683,12 +683,15 @@ class DecisionRuntime:
                             for visitor in ids:
                                 self._remember(batch.workspace_id, visitor, converted)
 
-    def apply_rewards(self) -> int:
-        """Reward 1 to the pending decisions whose visitor did the goal event in time."""
+    def apply_rewards(self, limit: int | None = None) -> int:
+        """Reward 1 to the pending decisions whose visitor did the goal event in time; at most
+        ``limit`` goal events at a time. Returns the goal events handled."""
+        handled = 0
         rewarded = 0
         goals = self._goals
-        while goals:
+        while goals and (limit is None or handled < limit):
             workspace_id, ids, at_us = goals.popleft()
+            handled += 1
             for visitor in ids:
                 waiting = self._pending.get((workspace_id, visitor))
                 if not waiting:
@@ -705,14 +708,20 @@ class DecisionRuntime:
                 else:
                     self._pending.pop((workspace_id, visitor), None)
         self.stats.rewarded += rewarded
-        return rewarded
+        return handled
 
-    def close_windows(self, now_us: int | None = None) -> int:
-        """Reward 0 to decisions whose goal window closed without the goal event."""
+    def close_windows(self, now_us: int | None = None, *, limit: int | None = None) -> int:
+        """Reward 0 to decisions whose goal window closed without the goal event; at most
+        ``limit`` deadlines at a time. Returns the deadlines handled."""
         now_us = self._clock_us() if now_us is None else now_us
-        closed = 0
-        while self._deadlines and self._deadlines[0].deadline_us < now_us:
+        handled = 0
+        while (
+            self._deadlines
+            and self._deadlines[0].deadline_us < now_us
+            and (limit is None or handled < limit)
+        ):
             pending = self._deadlines.popleft()
+            handled += 1
             key = (pending.workspace_id, pending.visitor_id)
             waiting = self._pending.get(key)
             if waiting is None or pending not in waiting:
@@ -722,8 +731,7 @@ class DecisionRuntime:
                 self._pending.pop(key, None)
             self._settle(pending, 0.0, remove=False)
             self.stats.expired += 1
-            closed += 1
-        return closed
+        return handled
 
     def _settle(self, pending: Pending, reward: float, *, remove: bool = True) -> None:
         config = self._compiled.get(pending.workspace_id)
