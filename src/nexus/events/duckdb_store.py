@@ -149,6 +149,10 @@ class DuckDBEventStore(EventStore):
         self._identified: set[str] = set()
         self._con.execute(_SCHEMA)
         self._upgrade()
+        # DuckDB imports pandas the first time an Arrow table is registered: pay for it here,
+        # at start, not in the middle of serving the first append.
+        self._con.register("nexus_warmup", pa.table({"x": [0]}))
+        self._con.unregister("nexus_warmup")
 
     def _upgrade(self) -> None:
         """Bring a store file written by an earlier NEXUS to :data:`SCHEMA_VERSION`."""
