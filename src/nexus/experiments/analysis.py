@@ -351,6 +351,59 @@ def _ratio_arm(
     )
 
 
+def _metric_result(
+    metric: MetricIn,
+    values: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]],
+    *,
+    variants: tuple[str, ...],
+    arms: list[NDArray[np.bool_]],
+    control_index: int,
+    alpha: float,
+    cuped: bool,
+    tuning_n: float,
+) -> MetricResult:
+    """One metric: each arm's summary and every variant against control."""
+    control = arms[control_index]
+    others = [(arms[i], v) for i, v in enumerate(variants) if i != control_index]
+    if metric.kind == "ratio":
+        assert metric.numerator is not None
+        assert metric.denominator is not None
+        num, den = values[metric.numerator][0], values[metric.denominator][0]
+        summaries = [_ratio_arm(v, num[a], den[a]) for v, a in zip(variants, arms, strict=True)]
+        comparisons = [
+            _ratio_comparison(
+                metric,
+                (num[control], num[arm]),
+                (den[control], den[arm]),
+                variant=variant,
+                alpha=alpha,
+            )
+            for arm, variant in others
+        ]
+    else:
+        y, x = values[metric.key]
+        summaries = [_arm(v, y[a]) for v, a in zip(variants, arms, strict=True)]
+        comparisons = [
+            compare(
+                metric,
+                (y[control], x[control]),
+                (y[arm], x[arm]),
+                variant=variant,
+                alpha=alpha,
+                use_cuped=cuped,
+                tuning_n=tuning_n,
+            )
+            for arm, variant in others
+        ]
+    return MetricResult(
+        metric=metric.key,
+        kind=metric.kind,
+        guardrail=metric.guardrail,
+        arms=summaries,
+        comparisons=comparisons,
+    )
+
+
 def experiment_results(
     session: Session,
     store: EventStore,
@@ -396,55 +449,19 @@ def experiment_results(
     # Fixed before the data, as the guarantee requires (tuning on the sample seen would not
     # be always valid); GrowthBook's default.
     tuning_n = float(stats.DEFAULT_TUNING_N)
-    results: list[MetricResult] = []
-    for metric in metric_docs:
-        comparisons: list[Comparison] = []
-        if metric.kind == "ratio":
-            assert metric.numerator is not None
-            assert metric.denominator is not None
-            numerator, denominator = values[metric.numerator][0], values[metric.denominator][0]
-            summaries = [
-                _ratio_arm(v, numerator[a], denominator[a])
-                for v, a in zip(variants, arms, strict=True)
-            ]
-            for index, variant in enumerate(variants):
-                if index == control_index:
-                    continue
-                comparisons.append(
-                    _ratio_comparison(
-                        metric,
-                        (numerator[arms[control_index]], numerator[arms[index]]),
-                        (denominator[arms[control_index]], denominator[arms[index]]),
-                        variant=variant,
-                        alpha=alpha,
-                    )
-                )
-        else:
-            y, x = values[metric.key]
-            summaries = [_arm(v, y[a]) for v, a in zip(variants, arms, strict=True)]
-            for index, variant in enumerate(variants):
-                if index == control_index:
-                    continue
-                comparisons.append(
-                    compare(
-                        metric,
-                        (y[arms[control_index]], x[arms[control_index]]),
-                        (y[arms[index]], x[arms[index]]),
-                        variant=variant,
-                        alpha=alpha,
-                        use_cuped=bool(document.get("cuped", True)),
-                        tuning_n=tuning_n,
-                    )
-                )
-        results.append(
-            MetricResult(
-                metric=metric.key,
-                kind=metric.kind,
-                guardrail=metric.guardrail,
-                arms=summaries,
-                comparisons=comparisons,
-            )
+    results = [
+        _metric_result(
+            metric,
+            values,
+            variants=variants,
+            arms=arms,
+            control_index=control_index,
+            alpha=alpha,
+            cuped=bool(document.get("cuped", True)),
+            tuning_n=tuning_n,
         )
+        for metric in metric_docs
+    ]
     _adjust(results, alpha)
     return ExperimentResults(
         key=experiment.key,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -48,6 +48,23 @@ from nexus.storage.pagination import Page, paginate
 from nexus.workspaces.models import Principal
 
 LAYER_EPSILON = 1e-9
+
+
+KeyedModel = TypeVar("KeyedModel", Flag, Experiment, Adaptation)
+
+
+def _by_key(
+    session: Session, model: type[KeyedModel], workspace_id: str, key: str
+) -> KeyedModel | None:
+    """A workspace's flag, experiment or adaptation by its key."""
+    return session.scalar(select(model).where(model.workspace_id == workspace_id, model.key == key))
+
+
+def _page(
+    session: Session, model: type[KeyedModel], workspace_id: str, cursor: str | None, limit: int
+) -> Page[KeyedModel]:
+    stmt = select(model).where(model.workspace_id == workspace_id)
+    return paginate(session, stmt, key=model.key, cursor=cursor, limit=limit)
 
 
 def actor_of(principal: Principal) -> str:
@@ -171,7 +188,7 @@ def create_flag(session: Session, *, workspace_id: str, data: FlagCreate, actor:
 
 
 def get_flag_or_none(session: Session, *, workspace_id: str, key: str) -> Flag | None:
-    return session.scalar(select(Flag).where(Flag.workspace_id == workspace_id, Flag.key == key))
+    return _by_key(session, Flag, workspace_id, key)
 
 
 def get_flag(session: Session, *, workspace_id: str, key: str) -> Flag:
@@ -184,8 +201,7 @@ def get_flag(session: Session, *, workspace_id: str, key: str) -> Flag:
 def list_flags(
     session: Session, *, workspace_id: str, cursor: str | None = None, limit: int = 50
 ) -> Page[Flag]:
-    stmt = select(Flag).where(Flag.workspace_id == workspace_id)
-    return paginate(session, stmt, key=Flag.key, cursor=cursor, limit=limit)
+    return _page(session, Flag, workspace_id, cursor, limit)
 
 
 def update_flag(
@@ -367,7 +383,7 @@ def _check_experiment(body: ExperimentBody) -> None:
 
 def create_experiment(session: Session, *, workspace_id: str, data: ExperimentCreate) -> Experiment:
     _check_experiment(data)
-    if _experiment_or_none(session, workspace_id, data.key) is not None:
+    if _by_key(session, Experiment, workspace_id, data.key) is not None:
         raise Conflict(f"An experiment with key {data.key!r} already exists.")
     experiment = Experiment(
         id=new_id("exp"),
@@ -381,14 +397,8 @@ def create_experiment(session: Session, *, workspace_id: str, data: ExperimentCr
     return experiment
 
 
-def _experiment_or_none(session: Session, workspace_id: str, key: str) -> Experiment | None:
-    return session.scalar(
-        select(Experiment).where(Experiment.workspace_id == workspace_id, Experiment.key == key)
-    )
-
-
 def get_experiment(session: Session, *, workspace_id: str, key: str) -> Experiment:
-    experiment = _experiment_or_none(session, workspace_id, key)
+    experiment = _by_key(session, Experiment, workspace_id, key)
     if experiment is None:
         raise NotFound(f"No experiment {key!r}.")
     return experiment
@@ -397,8 +407,7 @@ def get_experiment(session: Session, *, workspace_id: str, key: str) -> Experime
 def list_experiments(
     session: Session, *, workspace_id: str, cursor: str | None = None, limit: int = 50
 ) -> Page[Experiment]:
-    stmt = select(Experiment).where(Experiment.workspace_id == workspace_id)
-    return paginate(session, stmt, key=Experiment.key, cursor=cursor, limit=limit)
+    return _page(session, Experiment, workspace_id, cursor, limit)
 
 
 def running_experiments(session: Session, *, workspace_id: str) -> list[Experiment]:
@@ -510,7 +519,7 @@ def experiment_read(experiment: Experiment) -> ExperimentRead:
 
 
 def create_adaptation(session: Session, *, workspace_id: str, data: AdaptationCreate) -> Adaptation:
-    if _adaptation_or_none(session, workspace_id, data.key) is not None:
+    if _by_key(session, Adaptation, workspace_id, data.key) is not None:
         raise Conflict(f"An adaptation with key {data.key!r} already exists.")
     adaptation = Adaptation(
         id=new_id("uia"),
@@ -523,14 +532,8 @@ def create_adaptation(session: Session, *, workspace_id: str, data: AdaptationCr
     return adaptation
 
 
-def _adaptation_or_none(session: Session, workspace_id: str, key: str) -> Adaptation | None:
-    return session.scalar(
-        select(Adaptation).where(Adaptation.workspace_id == workspace_id, Adaptation.key == key)
-    )
-
-
 def get_adaptation(session: Session, *, workspace_id: str, key: str) -> Adaptation:
-    adaptation = _adaptation_or_none(session, workspace_id, key)
+    adaptation = _by_key(session, Adaptation, workspace_id, key)
     if adaptation is None:
         raise NotFound(f"No UI adaptation {key!r}.")
     return adaptation
@@ -539,8 +542,7 @@ def get_adaptation(session: Session, *, workspace_id: str, key: str) -> Adaptati
 def list_adaptations(
     session: Session, *, workspace_id: str, cursor: str | None = None, limit: int = 50
 ) -> Page[Adaptation]:
-    stmt = select(Adaptation).where(Adaptation.workspace_id == workspace_id)
-    return paginate(session, stmt, key=Adaptation.key, cursor=cursor, limit=limit)
+    return _page(session, Adaptation, workspace_id, cursor, limit)
 
 
 def all_adaptations(session: Session, *, workspace_id: str) -> list[Adaptation]:
