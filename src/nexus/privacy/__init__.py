@@ -1,0 +1,1 @@
+"""The privacy engine: consent, PII redaction, field encryption and data-subject requests."""
