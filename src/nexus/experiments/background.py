@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +32,8 @@ from nexus.events import service as events
 from nexus.events.normalize import EventRow, track_row
 from nexus.experiments import guard, service
 from nexus.experiments.decisions import ADAPTATION_POLICY, DecisionRuntime
+from nexus.security.signing import SignatureError
+from nexus.security.webhooks import WebhookSigner, keys_directory
 from nexus.storage.database import Database
 
 log = get_logger("nexus.experiments")
@@ -53,7 +58,7 @@ class DecisionWorker:
         self.events = events_runtime
         self.database = database
         self.settings = settings
-        self._post = post or _post_webhook
+        self._post = post or functools.partial(_post_webhook, keys_dir=keys_directory(settings))
         self._last_rollout_check = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self.notices: list[dict[str, Any]] = []
@@ -173,9 +178,25 @@ class DecisionWorker:
         await run_in_threadpool(self.save_policies, self.runtime.dirty_states())
 
 
-def _post_webhook(url: str, notice: dict[str, Any]) -> None:
+def _post_webhook(url: str, notice: dict[str, Any], *, keys_dir: Path) -> None:
+    """POST ``notice`` as JSON, signed with the deployment's webhook key (docs/webhooks.md).
+
+    The body is serialised here, once, so the bytes signed are the bytes sent. Without a
+    usable key nothing is sent: an unsigned notice would teach receivers to accept forgeries.
+    """
+    body = json.dumps(notice, separators=(",", ":")).encode()
     try:
-        response = httpx.post(url, json=notice, timeout=WEBHOOK_TIMEOUT_SECONDS)
+        signed = WebhookSigner.from_directory(keys_dir).signed_headers(body)
+    except (OSError, SignatureError):
+        log.exception("rollout webhook not sent: no usable signing key", url=url)
+        return
+    try:
+        response = httpx.post(
+            url,
+            content=body,
+            headers={"Content-Type": "application/json", **signed},
+            timeout=WEBHOOK_TIMEOUT_SECONDS,
+        )
         if response.status_code >= 400:
             log.warning("rollout webhook refused", url=url, status=response.status_code)
     except httpx.HTTPError as exc:
