@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nexus import __version__
+from nexus.cli.audit import audit_app
 from nexus.cli.emotion import emotion_app
 from nexus.cli.events import export_app, import_app
 from nexus.cli.experiments import experiment_app
@@ -50,6 +51,7 @@ app.add_typer(export_app, name="export")
 app.add_typer(funnel_app, name="funnel")
 app.add_typer(emotion_app, name="emotion")
 app.add_typer(experiment_app, name="experiment")
+app.add_typer(audit_app, name="audit")
 app.command("simulate")(simulate)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
