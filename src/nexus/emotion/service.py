@@ -58,6 +58,7 @@ from nexus.events.store import (
 )
 from nexus.funnels import service as funnels
 from nexus.funnels.models import FunnelDefinition
+from nexus.security.service import append_entry
 
 log = get_logger("nexus.emotion")
 PROPERTIES = ROW_FIELDS.index("properties")
@@ -78,7 +79,7 @@ def get_settings(session: Session, *, workspace_id: str) -> EmotionSettingsRead:
 
 
 def update_settings(
-    session: Session, *, workspace_id: str, update: EmotionSettingsUpdate
+    session: Session, *, workspace_id: str, update: EmotionSettingsUpdate, actor: str = "system"
 ) -> EmotionSettingsRead:
     names = list(dict.fromkeys(update.text_properties))
     row = session.get(EmotionSettings, workspace_id)
@@ -88,6 +89,14 @@ def update_settings(
         row.text_properties = names
         row.updated_at = utcnow()
     session.flush()
+    append_entry(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="emotion_settings.updated",
+        target=workspace_id,
+        details={"changed": ["text_properties"], "text_properties": names},
+    )
     return EmotionSettingsRead(text_properties=names)
 
 

@@ -22,6 +22,7 @@ from nexus.events.service import EventsRuntime
 from nexus.funnels import service as funnels
 from nexus.workspaces.deps import PUBLIC, AppSettings, Authorize, DbSession
 from nexus.workspaces.models import Permission, Principal
+from nexus.workspaces.service import actor_name
 
 router = APIRouter(tags=["emotion"])
 ReadPrincipal = Annotated[Principal, Authorize(Permission.READ)]
@@ -78,7 +79,9 @@ def write_settings(
     body: EmotionSettingsUpdate, principal: AdminPrincipal, db: DbSession
 ) -> EmotionSettingsRead:
     assert principal.workspace_id is not None
-    return service.update_settings(db, workspace_id=principal.workspace_id, update=body)
+    return service.update_settings(
+        db, workspace_id=principal.workspace_id, update=body, actor=actor_name(principal)
+    )
 
 
 _ID = r"^[^\x00-\x1f\x7f]+$"

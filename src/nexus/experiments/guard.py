@@ -35,6 +35,7 @@ from nexus.experiments import analysis, rollouts, service
 from nexus.experiments.decisions import ROLLOUT_RULE
 from nexus.experiments.models import Flag, MetricIn, Rollout, RolloutCreate, RolloutRead
 from nexus.experiments.stats import SampleStats
+from nexus.security.service import append_entry
 from nexus.storage.pagination import Page, paginate
 
 log = get_logger("nexus.experiments.guard")
@@ -133,7 +134,26 @@ def create_rollout(
     )
     session.add(rollout)
     session.flush()
+    _audit(session, rollout, actor=actor, action="rollout.created", reason=data.comment)
     return rollout
+
+
+def _audit(session: Session, rollout: Rollout, *, actor: str, action: str, reason: str) -> None:
+    """The rollout's step in the workspace's audit chain, beside the flag's own entry."""
+    append_entry(
+        session,
+        workspace_id=rollout.workspace_id,
+        actor=actor,
+        action=action,
+        target=rollout.id,
+        details={
+            "flag": rollout.flag_key,
+            "variation": rollout.document["variation"],
+            "stage": rollout.document["stage"],
+            "status": rollout.status,
+            "reason": reason,
+        },
+    )
 
 
 def get_rollout(session: Session, *, workspace_id: str, rollout_id: str) -> Rollout:
@@ -318,6 +338,13 @@ def _advance(session: Session, rollout: Rollout, verdict: rollouts.Verdict) -> R
     )
     rollout.status = status
     session.flush()
+    _audit(
+        session,
+        rollout,
+        actor=GUARD_ACTOR,
+        action="rollout.completed" if status == "completed" else "rollout.advanced",
+        reason=verdict.reason,
+    )
     log.info("rollout advanced", rollout=rollout.id, flag=rollout.flag_key, stage=target)
     return rollout
 
@@ -358,6 +385,7 @@ def rollback(
     _record(rollout, "rolled_back", reason)
     rollout.status = "rolled_back"
     session.flush()
+    _audit(session, rollout, actor=actor, action="rollout.rolled_back", reason=reason)
     log.warning("rollout rolled back", rollout=rollout.id, flag=rollout.flag_key, reason=reason)
     if notify is not None:
         notify(
@@ -396,6 +424,13 @@ def _rollback_segment(
         rolled_back_segments=[*plan["rolled_back_segments"], segment["key"]],
     )
     session.flush()
+    _audit(
+        session,
+        rollout,
+        actor=GUARD_ACTOR,
+        action="rollout.segment_rolled_back",
+        reason=f"segment {segment['key']}: {verdict.reason}",
+    )
     if notify is not None:
         notify(
             rollout.workspace_id,

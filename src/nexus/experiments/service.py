@@ -44,6 +44,7 @@ from nexus.experiments.models import (
     FlagUpdate,
     Rollout,
 )
+from nexus.security.service import append_entry
 from nexus.storage.pagination import Page, paginate
 from nexus.workspaces.models import Principal
 
@@ -70,6 +71,32 @@ def _page(
 def actor_of(principal: Principal) -> str:
     """Who to name in the audit trail: the user, else the key."""
     return principal.user_id or principal.key_id or principal.kind.value
+
+
+def _changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
+    """The names of the fields that differ between two documents (values stay out of the
+    audit log: the flag's own trail keeps them)."""
+    old, new = before or {}, after or {}
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
+def _audit(
+    session: Session,
+    *,
+    workspace_id: str,
+    actor: str,
+    action: str,
+    target: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    append_entry(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action=action,
+        target=target,
+        details=details,
+    )
 
 
 def _invalid(message: str, *loc: str | int) -> InvalidInput:
@@ -148,6 +175,18 @@ def _record(
             comment=comment,
             at=utcnow(),
         )
+    )
+    # The same change, in the workspace's tamper-evident chain ("flag.updated" …).
+    _audit(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action=f"flag.{action}",
+        target=flag_key,
+        details={
+            "version": flag.version if flag is not None else 0,
+            "changed": _changed(before, after),
+        },
     )
 
 
@@ -381,7 +420,9 @@ def _check_experiment(body: ExperimentBody) -> None:
         raise _invalid(str(exc), "targeting") from None
 
 
-def create_experiment(session: Session, *, workspace_id: str, data: ExperimentCreate) -> Experiment:
+def create_experiment(
+    session: Session, *, workspace_id: str, data: ExperimentCreate, actor: str = "system"
+) -> Experiment:
     _check_experiment(data)
     if _by_key(session, Experiment, workspace_id, data.key) is not None:
         raise Conflict(f"An experiment with key {data.key!r} already exists.")
@@ -394,6 +435,14 @@ def create_experiment(session: Session, *, workspace_id: str, data: ExperimentCr
     )
     session.add(experiment)
     session.flush()
+    _audit(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="experiment.created",
+        target=data.key,
+        details={"id": experiment.id},
+    )
     return experiment
 
 
@@ -421,7 +470,12 @@ def running_experiments(session: Session, *, workspace_id: str) -> list[Experime
 
 
 def update_experiment(
-    session: Session, *, workspace_id: str, key: str, data: ExperimentUpdate
+    session: Session,
+    *,
+    workspace_id: str,
+    key: str,
+    data: ExperimentUpdate,
+    actor: str = "system",
 ) -> Experiment:
     experiment = get_experiment(session, workspace_id=workspace_id, key=key)
     changes = data.model_dump(exclude_unset=True, mode="json")
@@ -442,10 +496,20 @@ def update_experiment(
     }
     experiment.updated_at = utcnow()
     session.flush()
+    _audit(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="experiment.updated",
+        target=key,
+        details={"changed": sorted(changes)},
+    )
     return experiment
 
 
-def start_experiment(session: Session, *, workspace_id: str, key: str) -> Experiment:
+def start_experiment(
+    session: Session, *, workspace_id: str, key: str, actor: str = "system"
+) -> Experiment:
     """Run the experiment: claim a free slice of its layer's hash space."""
     experiment = get_experiment(session, workspace_id=workspace_id, key=key)
     if experiment.status == "running":
@@ -471,6 +535,14 @@ def start_experiment(session: Session, *, workspace_id: str, key: str) -> Experi
     experiment.started_at = utcnow()
     experiment.updated_at = experiment.started_at
     session.flush()
+    _audit(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="experiment.started",
+        target=key,
+        details={"layer": layer, "layer_range": experiment.document["layer_range"]},
+    )
     return experiment
 
 
@@ -484,7 +556,9 @@ def _free_slot(taken: Sequence[tuple[float, float]], width: float) -> float | No
     return cursor if 1.0 - cursor >= width - LAYER_EPSILON else None
 
 
-def stop_experiment(session: Session, *, workspace_id: str, key: str) -> Experiment:
+def stop_experiment(
+    session: Session, *, workspace_id: str, key: str, actor: str = "system"
+) -> Experiment:
     experiment = get_experiment(session, workspace_id=workspace_id, key=key)
     if experiment.status != "running":
         raise Conflict(f"Experiment {key!r} is {experiment.status}, not running.")
@@ -492,12 +566,25 @@ def stop_experiment(session: Session, *, workspace_id: str, key: str) -> Experim
     experiment.stopped_at = utcnow()
     experiment.updated_at = experiment.stopped_at
     session.flush()
+    _audit(session, workspace_id=workspace_id, actor=actor, action="experiment.stopped", target=key)
     return experiment
 
 
-def delete_experiment(session: Session, *, workspace_id: str, key: str) -> None:
-    session.delete(get_experiment(session, workspace_id=workspace_id, key=key))
+def delete_experiment(
+    session: Session, *, workspace_id: str, key: str, actor: str = "system"
+) -> None:
+    experiment = get_experiment(session, workspace_id=workspace_id, key=key)
+    status = experiment.status
+    session.delete(experiment)
     session.flush()
+    _audit(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="experiment.deleted",
+        target=key,
+        details={"status": status},
+    )
 
 
 def experiment_read(experiment: Experiment) -> ExperimentRead:
@@ -518,7 +605,9 @@ def experiment_read(experiment: Experiment) -> ExperimentRead:
 # --- adaptations ----------------------------------------------------------------------------
 
 
-def create_adaptation(session: Session, *, workspace_id: str, data: AdaptationCreate) -> Adaptation:
+def create_adaptation(
+    session: Session, *, workspace_id: str, data: AdaptationCreate, actor: str = "system"
+) -> Adaptation:
     if _by_key(session, Adaptation, workspace_id, data.key) is not None:
         raise Conflict(f"An adaptation with key {data.key!r} already exists.")
     adaptation = Adaptation(
@@ -529,6 +618,14 @@ def create_adaptation(session: Session, *, workspace_id: str, data: AdaptationCr
     )
     session.add(adaptation)
     session.flush()
+    _audit(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="adaptation.created",
+        target=data.key,
+        details={"id": adaptation.id},
+    )
     return adaptation
 
 
@@ -556,18 +653,35 @@ def all_adaptations(session: Session, *, workspace_id: str) -> list[Adaptation]:
 
 
 def replace_adaptation(
-    session: Session, *, workspace_id: str, key: str, data: AdaptationBody
+    session: Session,
+    *,
+    workspace_id: str,
+    key: str,
+    data: AdaptationBody,
+    actor: str = "system",
 ) -> Adaptation:
     adaptation = get_adaptation(session, workspace_id=workspace_id, key=key)
+    before = adaptation.document
     adaptation.document = data.model_dump(mode="json", by_alias=True)
     adaptation.updated_at = utcnow()
     session.flush()
+    _audit(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="adaptation.replaced",
+        target=key,
+        details={"changed": _changed(before, adaptation.document)},
+    )
     return adaptation
 
 
-def delete_adaptation(session: Session, *, workspace_id: str, key: str) -> None:
+def delete_adaptation(
+    session: Session, *, workspace_id: str, key: str, actor: str = "system"
+) -> None:
     session.delete(get_adaptation(session, workspace_id=workspace_id, key=key))
     session.flush()
+    _audit(session, workspace_id=workspace_id, actor=actor, action="adaptation.deleted", target=key)
 
 
 def adaptation_read(adaptation: Adaptation) -> AdaptationRead:
@@ -593,10 +707,15 @@ def get_decision_settings(session: Session, *, workspace_id: str) -> DecisionSet
 
 
 def put_decision_settings(
-    session: Session, *, workspace_id: str, data: DecisionSettingsBody
+    session: Session,
+    *,
+    workspace_id: str,
+    data: DecisionSettingsBody,
+    actor: str = "system",
 ) -> DecisionSettingsRead:
     row = session.get(DecisionSettings, workspace_id)
     document = data.model_dump(mode="json")
+    before = None if row is None else row.document
     if row is None:
         row = DecisionSettings(workspace_id=workspace_id, document=document, updated_at=utcnow())
         session.add(row)
@@ -604,6 +723,14 @@ def put_decision_settings(
         row.document = document
         row.updated_at = utcnow()
     session.flush()
+    _audit(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="decision_settings.updated",
+        target=workspace_id,
+        details={"changed": _changed(before, document)},
+    )
     return DecisionSettingsRead(**row.document, updated_at=row.updated_at)
 
 

@@ -295,7 +295,9 @@ def create_experiment(
     body: ExperimentCreate, principal: WritePrincipal, db: DbSession
 ) -> ExperimentRead:
     return service.experiment_read(
-        service.create_experiment(db, workspace_id=_workspace(principal), data=body)
+        service.create_experiment(
+            db, workspace_id=_workspace(principal), data=body, actor=service.actor_of(principal)
+        )
     )
 
 
@@ -315,7 +317,11 @@ def update_experiment(
     request: Request,
 ) -> ExperimentRead:
     experiment = service.update_experiment(
-        db, workspace_id=_workspace(principal), key=experiment_key, data=body
+        db,
+        workspace_id=_workspace(principal),
+        key=experiment_key,
+        data=body,
+        actor=service.actor_of(principal),
     )
     runtime_of(request).invalidate(_workspace(principal))
     return service.experiment_read(experiment)
@@ -326,7 +332,10 @@ def start_experiment(
     experiment_key: str, principal: WritePrincipal, db: DbSession, request: Request
 ) -> ExperimentRead:
     experiment = service.start_experiment(
-        db, workspace_id=_workspace(principal), key=experiment_key
+        db,
+        workspace_id=_workspace(principal),
+        key=experiment_key,
+        actor=service.actor_of(principal),
     )
     runtime_of(request).invalidate(_workspace(principal))
     return service.experiment_read(experiment)
@@ -336,7 +345,12 @@ def start_experiment(
 def stop_experiment(
     experiment_key: str, principal: WritePrincipal, db: DbSession, request: Request
 ) -> ExperimentRead:
-    experiment = service.stop_experiment(db, workspace_id=_workspace(principal), key=experiment_key)
+    experiment = service.stop_experiment(
+        db,
+        workspace_id=_workspace(principal),
+        key=experiment_key,
+        actor=service.actor_of(principal),
+    )
     runtime_of(request).invalidate(_workspace(principal))
     return service.experiment_read(experiment)
 
@@ -350,7 +364,12 @@ def stop_experiment(
 def delete_experiment(
     experiment_key: str, principal: WritePrincipal, db: DbSession, request: Request
 ) -> Response:
-    service.delete_experiment(db, workspace_id=_workspace(principal), key=experiment_key)
+    service.delete_experiment(
+        db,
+        workspace_id=_workspace(principal),
+        key=experiment_key,
+        actor=service.actor_of(principal),
+    )
     runtime_of(request).invalidate(_workspace(principal))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -398,7 +417,9 @@ def list_adaptations(
 def create_adaptation(
     body: AdaptationCreate, principal: WritePrincipal, db: DbSession, request: Request
 ) -> AdaptationRead:
-    adaptation = service.create_adaptation(db, workspace_id=_workspace(principal), data=body)
+    adaptation = service.create_adaptation(
+        db, workspace_id=_workspace(principal), data=body, actor=service.actor_of(principal)
+    )
     runtime_of(request).invalidate(_workspace(principal))
     return service.adaptation_read(adaptation)
 
@@ -419,7 +440,11 @@ def replace_adaptation(
     request: Request,
 ) -> AdaptationRead:
     adaptation = service.replace_adaptation(
-        db, workspace_id=_workspace(principal), key=adaptation_key, data=body
+        db,
+        workspace_id=_workspace(principal),
+        key=adaptation_key,
+        data=body,
+        actor=service.actor_of(principal),
     )
     runtime_of(request).invalidate(_workspace(principal))
     return service.adaptation_read(adaptation)
@@ -434,7 +459,12 @@ def replace_adaptation(
 def delete_adaptation(
     adaptation_key: str, principal: WritePrincipal, db: DbSession, request: Request
 ) -> Response:
-    service.delete_adaptation(db, workspace_id=_workspace(principal), key=adaptation_key)
+    service.delete_adaptation(
+        db,
+        workspace_id=_workspace(principal),
+        key=adaptation_key,
+        actor=service.actor_of(principal),
+    )
     runtime_of(request).invalidate(_workspace(principal))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -448,7 +478,9 @@ def read_decision_settings(principal: ReadPrincipal, db: DbSession) -> DecisionS
 def put_decision_settings(
     body: DecisionSettingsBody, principal: WritePrincipal, db: DbSession, request: Request
 ) -> DecisionSettingsRead:
-    result = service.put_decision_settings(db, workspace_id=_workspace(principal), data=body)
+    result = service.put_decision_settings(
+        db, workspace_id=_workspace(principal), data=body, actor=service.actor_of(principal)
+    )
     runtime_of(request).invalidate(_workspace(principal))
     return result
 

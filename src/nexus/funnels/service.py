@@ -46,6 +46,7 @@ from nexus.funnels.models import (
     TimeToConvertRead,
     TrendPoint,
 )
+from nexus.security.service import append_entry
 from nexus.storage.pagination import Page, decode_cursor, encode_cursor, paginate
 
 US = 1_000_000
@@ -59,7 +60,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # --- CRUD ---------------------------------------------------------------------------------
 
 
-def create_funnel(session: Session, *, workspace_id: str, data: FunnelCreate) -> Funnel:
+def create_funnel(
+    session: Session, *, workspace_id: str, data: FunnelCreate, actor: str = "system"
+) -> Funnel:
     funnel = Funnel(
         id=new_id("fnl"),
         workspace_id=workspace_id,
@@ -68,7 +71,21 @@ def create_funnel(session: Session, *, workspace_id: str, data: FunnelCreate) ->
     )
     session.add(funnel)
     session.flush()
+    _audit(session, funnel, actor=actor, action="funnel.created", details={"name": funnel.name})
     return funnel
+
+
+def _audit(
+    session: Session, funnel: Funnel, *, actor: str, action: str, details: dict[str, Any]
+) -> None:
+    append_entry(
+        session,
+        workspace_id=funnel.workspace_id,
+        actor=actor,
+        action=action,
+        target=funnel.id,
+        details=details,
+    )
 
 
 def get_funnel(session: Session, *, workspace_id: str, funnel_id: str) -> Funnel:
@@ -86,10 +103,16 @@ def list_funnels(
 
 
 def update_funnel(
-    session: Session, *, workspace_id: str, funnel_id: str, data: FunnelUpdate
+    session: Session,
+    *,
+    workspace_id: str,
+    funnel_id: str,
+    data: FunnelUpdate,
+    actor: str = "system",
 ) -> Funnel:
     funnel = get_funnel(session, workspace_id=workspace_id, funnel_id=funnel_id)
     changes = data.model_dump(exclude_unset=True)
+    changed = sorted(changes)
     name = changes.pop("name", None)
     if changes:
         merged = {**funnel.definition, **changes}
@@ -107,6 +130,7 @@ def update_funnel(
         funnel.name = name
     funnel.updated_at = utcnow()
     session.flush()
+    _audit(session, funnel, actor=actor, action="funnel.updated", details={"changed": changed})
     return funnel
 
 
@@ -114,8 +138,12 @@ def _loc(part: Any) -> str | int:
     return part if isinstance(part, int) else str(part)
 
 
-def delete_funnel(session: Session, *, workspace_id: str, funnel_id: str) -> None:
-    session.delete(get_funnel(session, workspace_id=workspace_id, funnel_id=funnel_id))
+def delete_funnel(
+    session: Session, *, workspace_id: str, funnel_id: str, actor: str = "system"
+) -> None:
+    funnel = get_funnel(session, workspace_id=workspace_id, funnel_id=funnel_id)
+    _audit(session, funnel, actor=actor, action="funnel.deleted", details={"name": funnel.name})
+    session.delete(funnel)
     session.flush()
 
 

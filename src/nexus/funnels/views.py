@@ -23,6 +23,7 @@ from nexus.funnels.models import (
 from nexus.storage.pagination import MAX_PAGE_SIZE, Paginated
 from nexus.workspaces.deps import AppSettings, Authorize, DbSession, PageQuery
 from nexus.workspaces.models import Permission, Principal
+from nexus.workspaces.service import actor_name
 
 router = APIRouter(tags=["funnels"])
 ReadPrincipal = Annotated[Principal, Authorize(Permission.READ)]
@@ -71,7 +72,11 @@ def list_funnels(principal: ReadPrincipal, db: DbSession, page: PageQuery) -> Pa
 @router.post("/funnels", status_code=status.HTTP_201_CREATED, summary="Save a funnel")
 def create_funnel(body: FunnelCreate, principal: WritePrincipal, db: DbSession) -> FunnelRead:
     assert principal.workspace_id is not None
-    return _read(service.create_funnel(db, workspace_id=principal.workspace_id, data=body))
+    return _read(
+        service.create_funnel(
+            db, workspace_id=principal.workspace_id, data=body, actor=actor_name(principal)
+        )
+    )
 
 
 @router.get("/funnels/{funnel_id}", summary="One saved funnel")
@@ -87,7 +92,11 @@ def update_funnel(
     assert principal.workspace_id is not None
     return _read(
         service.update_funnel(
-            db, workspace_id=principal.workspace_id, funnel_id=funnel_id, data=body
+            db,
+            workspace_id=principal.workspace_id,
+            funnel_id=funnel_id,
+            data=body,
+            actor=actor_name(principal),
         )
     )
 
@@ -97,7 +106,9 @@ def update_funnel(
 )
 def delete_funnel(funnel_id: str, principal: WritePrincipal, db: DbSession) -> Response:
     assert principal.workspace_id is not None
-    service.delete_funnel(db, workspace_id=principal.workspace_id, funnel_id=funnel_id)
+    service.delete_funnel(
+        db, workspace_id=principal.workspace_id, funnel_id=funnel_id, actor=actor_name(principal)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

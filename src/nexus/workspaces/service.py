@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from nexus.core.clock import utcnow
 from nexus.core.errors import Conflict, FieldError, InvalidInput, NotFound, PermissionDenied
 from nexus.core.ids import new_id
+from nexus.security.service import append_entry
 from nexus.storage.pagination import Page, paginate
 from nexus.workspaces.models import (
     PUBLIC_KEY_PERMISSIONS,
@@ -57,6 +58,13 @@ def token_hash(token: str) -> str:
     keeps per-request key lookup cheap; passwords use argon2 instead.
     """
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def actor_name(principal: Principal | None) -> str:
+    """Who to name in the audit log: the user, else the key; ``"system"`` for the CLI."""
+    if principal is None:
+        return "system"
+    return principal.user_id or principal.key_id or principal.kind.value
 
 
 # --- passwords and users ----------------------------------------------------------------------
@@ -111,29 +119,59 @@ def authenticate(session: Session, *, email: str, password: str) -> User | None:
     user = get_user_by_email(session, email=email)
     if user is None or not user.is_active:
         verify_password(_DUMMY_HASH, password)
+        _audit_login_failure(session, email=email)
         return None
     if not verify_password(user.password_hash, password):
+        _audit_login_failure(session, email=email)
         return None
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     user.last_login_at = utcnow()
     session.flush()
+    append_entry(session, workspace_id=None, actor=user.id, action="auth.login", target=user.id)
     return user
+
+
+def _audit_login_failure(session: Session, *, email: str) -> None:
+    # The e-mail tried, never the password: sign-ins go to the global chain.
+    append_entry(
+        session,
+        workspace_id=None,
+        actor="anonymous",
+        action="auth.login_failed",
+        details={"email": email.strip().lower()[:320]},
+    )
 
 
 # --- workspaces -----------------------------------------------------------------------------
 
 
-def create_workspace(session: Session, *, name: str, owner_id: str | None = None) -> Workspace:
-    """A new workspace with its public write key, owned by ``owner_id`` if given."""
+def create_workspace(
+    session: Session, *, name: str, owner_id: str | None = None, actor: str | None = None
+) -> Workspace:
+    """A new workspace with its public write key, owned by ``owner_id`` if given.
+
+    ``actor`` defaults to the owner (or ``"system"`` without one)."""
     workspace = Workspace(id=new_id("ws"), name=name)
     session.add(workspace)
     session.flush()
+    append_entry(
+        session,
+        workspace_id=workspace.id,
+        actor=actor or owner_id or "system",
+        action="workspace.created",
+        target=workspace.id,
+        details={"name": name, "owner_id": owner_id},
+    )
     if owner_id is not None:
         get_user(session, user_id=owner_id)
         session.add(Membership(workspace_id=workspace.id, user_id=owner_id, role=Role.OWNER))
     create_api_key(
-        session, workspace_id=workspace.id, name="Default write key", kind=KeyKind.PUBLIC
+        session,
+        workspace_id=workspace.id,
+        name="Default write key",
+        kind=KeyKind.PUBLIC,
+        audit_actor=actor or owner_id,
     )
     session.flush()
     return workspace
@@ -168,10 +206,21 @@ def list_workspaces(
     return paginate(session, stmt, key=Workspace.id, cursor=cursor, limit=limit)
 
 
-def rename_workspace(session: Session, *, workspace_id: str, name: str) -> Workspace:
+def rename_workspace(
+    session: Session, *, workspace_id: str, name: str, actor: str = "system"
+) -> Workspace:
     workspace = get_workspace(session, workspace_id=workspace_id)
+    old = workspace.name
     workspace.name = name
     session.flush()
+    append_entry(
+        session,
+        workspace_id=workspace_id,
+        actor=actor,
+        action="workspace.updated",
+        target=workspace_id,
+        details={"changed": ["name"], "name": name, "previous_name": old},
+    )
     return workspace
 
 
@@ -257,6 +306,14 @@ def add_member(
     membership = Membership(workspace_id=workspace_id, user_id=user.id, role=role)
     session.add(membership)
     session.flush()
+    append_entry(
+        session,
+        workspace_id=workspace_id,
+        actor=actor_name(actor),
+        action="member.added",
+        target=user.id,
+        details={"role": Role(role).value},
+    )
     return _member_read(membership, user)
 
 
@@ -270,6 +327,14 @@ def set_member_role(
         _keep_an_owner(session, workspace_id=workspace_id)
     membership.role = role
     session.flush()
+    append_entry(
+        session,
+        workspace_id=workspace_id,
+        actor=actor_name(actor),
+        action="member.role_changed",
+        target=user_id,
+        details={"role": Role(role).value, "previous_role": old.value},
+    )
     return _member_read(membership, get_user(session, user_id=user_id))
 
 
@@ -281,6 +346,14 @@ def remove_member(session: Session, *, workspace_id: str, user_id: str, actor: P
         _keep_an_owner(session, workspace_id=workspace_id)
     session.delete(membership)
     session.flush()
+    append_entry(
+        session,
+        workspace_id=workspace_id,
+        actor=actor_name(actor),
+        action="member.removed",
+        target=user_id,
+        details={"previous_role": old.value},
+    )
 
 
 def _keep_an_owner(session: Session, *, workspace_id: str) -> None:
@@ -300,11 +373,12 @@ def create_api_key(
     scopes: list[Permission] | None = None,
     created_by: str | None = None,
     actor: Principal | None = None,
+    audit_actor: str | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key and its token. The token of a secret key is never retrievable again.
 
     ``actor`` (when a request creates the key) bounds the scopes: nobody hands out more than
-    they hold.
+    they hold. The audit log names ``audit_actor``, else ``actor``, else ``created_by``.
     """
     if kind is KeyKind.PUBLIC:
         if scopes is not None and set(scopes) != PUBLIC_KEY_PERMISSIONS:
@@ -345,6 +419,15 @@ def create_api_key(
         session.flush()
     except IntegrityError as exc:  # pragma: no cover - a 192-bit collision
         raise Conflict("Key collision; try again.") from exc
+    append_entry(
+        session,
+        workspace_id=workspace_id,
+        actor=audit_actor or (actor_name(actor) if actor is not None else created_by or "system"),
+        action="key.created",
+        target=key.id,
+        # The key's id, name, kind and scopes; never its token (nor its prefix).
+        details={"name": name, "kind": KeyKind(kind).value, "scopes": key.scopes},
+    )
     return key, token
 
 
@@ -371,11 +454,21 @@ def list_api_keys(
     return paginate(session, stmt, key=ApiKey.id, cursor=cursor, limit=limit)
 
 
-def revoke_api_key(session: Session, *, workspace_id: str, key_id: str) -> ApiKey:
+def revoke_api_key(
+    session: Session, *, workspace_id: str, key_id: str, actor: str = "system"
+) -> ApiKey:
     key = get_api_key(session, workspace_id=workspace_id, key_id=key_id)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         session.flush()
+        append_entry(
+            session,
+            workspace_id=workspace_id,
+            actor=actor,
+            action="key.revoked",
+            target=key.id,
+            details={"name": key.name, "kind": KeyKind(key.kind).value},
+        )
     return key
 
 
@@ -489,7 +582,17 @@ def switch_workspace(
 
 
 def end_session(session: Session, *, session_id: str) -> None:
+    """Sign out: the session ends, and the global audit chain says so."""
     found = session.get(DashboardSession, session_id)
     if found is not None:
+        user_id = found.user_id
         session.delete(found)
         session.flush()
+        append_entry(
+            session,
+            workspace_id=None,
+            actor=user_id,
+            action="auth.logout",
+            target=user_id,
+            details={"session_id": session_id},
+        )

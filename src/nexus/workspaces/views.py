@@ -94,7 +94,9 @@ def create_workspace(
     body: WorkspaceCreate, principal: AdminPrincipal, db: DbSession
 ) -> WorkspaceRead:
     user_id = require_user(principal)
-    workspace = service.create_workspace(db, name=body.name, owner_id=user_id)
+    workspace = service.create_workspace(
+        db, name=body.name, owner_id=user_id, actor=service.actor_name(principal)
+    )
     return _workspace_read(
         workspace, service.principal_for_user(db, user_id=user_id, workspace_id=workspace.id)
     )
@@ -109,7 +111,9 @@ def read_workspace(workspace_id: str, principal: PathReadPrincipal, db: DbSessio
 def update_workspace(
     workspace_id: str, body: WorkspaceUpdate, principal: PathAdminPrincipal, db: DbSession
 ) -> WorkspaceRead:
-    workspace = service.rename_workspace(db, workspace_id=workspace_id, name=body.name)
+    workspace = service.rename_workspace(
+        db, workspace_id=workspace_id, name=body.name, actor=service.actor_name(principal)
+    )
     return _workspace_read(workspace, principal)
 
 
@@ -215,5 +219,10 @@ def read_key(key_id: str, principal: ReadPrincipal, db: DbSession) -> ApiKeyRead
 )
 def revoke_key(key_id: str, principal: AdminPrincipal, db: DbSession) -> Response:
     assert principal.workspace_id is not None
-    service.revoke_api_key(db, workspace_id=principal.workspace_id, key_id=key_id)
+    service.revoke_api_key(
+        db,
+        workspace_id=principal.workspace_id,
+        key_id=key_id,
+        actor=service.actor_name(principal),
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
