@@ -134,19 +134,19 @@ class IngestPipeline:
                 log.exception("event enrichment failed; storing the events as they came")
         end = records[-1].end
         result = self.store.append(batches, markers={JOURNAL_MARKER: end})
-        self._position = end
         self.journal.release(end)
         self.stats.stored += result.inserted
         self.stats.duplicates += result.duplicates
         self.stats.batches += 1
-        if self.on_stored is not None:
-            self.on_stored(batches)
-        for listener in self.listeners:
+        watchers = [self.on_stored] if self.on_stored is not None else []
+        for listener in [*watchers, *self.listeners]:
             try:
                 listener(batches)
             except Exception:
                 self.stats.errors += 1
                 log.exception("a stored-events listener failed")
+        # Stored, and seen by every listener: what wait_until_stored promises.
+        self._position = end
         return sum(len(b.rows) for b in batches)
 
     def _run(self) -> None:
