@@ -140,3 +140,15 @@ def test_workspaces_do_not_see_each_others_flags(
     other = bearer(world.b.secret_key)
     assert client.get("/v1/flags/private", headers=other).status_code == 404
     assert client.get("/v1/flags", headers=other).json()["items"] == []
+
+
+def test_the_api_schema_and_the_evaluator_know_the_same_ops_and_kinds() -> None:
+    """The request models spell the clause ops and flag kinds as literals for the OpenAPI
+    document; the evaluator has its own list. They must not drift apart."""
+    from typing import get_args
+
+    from nexus.experiments import flags
+    from nexus.experiments.models import ClauseOp, FlagKind
+
+    assert set(get_args(ClauseOp)) == set(flags.OPS)
+    assert set(get_args(FlagKind)) == set(flags.KINDS)
