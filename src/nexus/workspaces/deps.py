@@ -10,6 +10,9 @@ Credentials, in the order they are looked for:
 * ``Authorization: Basic <key>:`` — a write key as the username, as Segment's SDKs send it;
 * the ``nexus_session`` cookie of a dashboard login; unsafe methods then also need the
   session's CSRF token in ``X-CSRF-Token``.
+
+Whether the caller may do what the route does is decided by the Cedar policies of
+``nexus.security.policy`` (one engine per process, memoised), never by a table here.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nexus.core.errors import NexusError, NotFound, PermissionDenied, Unauthenticated
 from nexus.core.settings import Settings
+from nexus.security.policy import Resource, default_engine
 from nexus.storage.database import Database
 from nexus.storage.pagination import CURSOR_PATTERN, MAX_PAGE_SIZE
 from nexus.workspaces import service
@@ -128,16 +132,45 @@ def identify(request: Request, db: Session, workspace_id: str | None) -> Princip
     )
 
 
-def Authorize(  # noqa: N802 - reads as a type annotation: Annotated[Principal, Authorize(...)]
-    permission: Permission | None = None, *, workspace_param: str | None = None
-) -> Any:
-    """Dependency: the caller's :class:`Principal`, checked for ``permission``.
+def enforce(
+    principal: Principal,
+    action: Permission | str,
+    *,
+    resource: str = "Workspace",
+    workspace_id: str | None = None,
+) -> None:
+    """Ask the policies whether ``principal`` may do ``action`` on a ``resource`` of
+    ``workspace_id`` (default: its own workspace): 404 for another workspace's, 403 if refused.
+    """
+    if principal.workspace_id is None:
+        raise WorkspaceRequired(
+            f"Choose a workspace: send its id in the {WORKSPACE_HEADER} header."
+        )
+    target = workspace_id or principal.workspace_id
+    name = action.value if isinstance(action, Permission) else action
+    decision = default_engine().decide(principal.as_actor(), name, Resource(resource, target))
+    if decision.allowed:
+        return
+    if decision.cross_workspace:
+        raise NotFound(f"No workspace {target}.")
+    raise PermissionDenied(f"This needs the '{name}' permission, which the caller lacks here.")
 
-    The workspace is the one named by the path parameter ``workspace_param`` if given, else
-    the key's own, else the one chosen by a dashboard user (``Nexus-Workspace`` header or the
-    session's current workspace). A workspace the caller cannot see is 404, a permission the
-    caller lacks there is 403. With ``permission=None`` any authenticated caller passes,
-    with or without a workspace.
+
+def Authorize(  # noqa: N802 - reads as a type annotation: Annotated[Principal, Authorize(...)]
+    permission: Permission | str | None = None,
+    *,
+    workspace_param: str | None = None,
+    resource: str = "Workspace",
+) -> Any:
+    """Dependency: the caller's :class:`Principal`, allowed ``permission`` by the policies.
+
+    ``permission`` is a coarse permission or any action the policy schema declares (e.g.
+    ``"read_audit"``), asked about a ``resource`` kind (default ``Workspace``). The workspace
+    is the one named by the path parameter ``workspace_param`` if given, else the key's own,
+    else the one chosen by a dashboard user (``Nexus-Workspace`` header or the session's
+    current workspace). A workspace the caller cannot see is 404, a permission the caller lacks
+    there is 403. With ``permission=None`` any authenticated caller passes, with or without a
+    workspace.
     """
 
     def authorize(request: Request, db: DbSession) -> Principal:
@@ -145,14 +178,7 @@ def Authorize(  # noqa: N802 - reads as a type annotation: Annotated[Principal, 
         principal = identify(request, db, workspace_id)
         if permission is None:
             return principal
-        if principal.workspace_id is None:
-            raise WorkspaceRequired(
-                f"Choose a workspace: send its id in the {WORKSPACE_HEADER} header."
-            )
-        if not principal.can(permission):
-            raise PermissionDenied(
-                f"This needs the '{permission.value}' permission, which the caller lacks here."
-            )
+        enforce(principal, permission, resource=resource, workspace_id=workspace_id)
         return principal
 
     setattr(authorize, AUTH_MARKER, True)
@@ -185,9 +211,12 @@ async def cached_key_principal(request: Request, token: str) -> Principal | None
     return principal
 
 
-def FastAuthorize(permission: Permission) -> Any:  # noqa: N802 - reads as a type annotation
-    """:func:`Authorize` for hot paths: keys come from a short-lived in-process cache and no
-    database session is held for the request (dashboard sessions still work)."""
+def FastAuthorize(  # noqa: N802 - reads as a type annotation
+    permission: Permission | str, *, resource: str = "Workspace"
+) -> Any:
+    """:func:`Authorize` for hot paths: keys come from a short-lived in-process cache, no
+    database session is held for the request (dashboard sessions still work), and the policy
+    decision is memoised by the engine (a dict lookup once warm)."""
 
     async def authorize(request: Request) -> Principal:
         token = _bearer_or_basic(request)
@@ -203,14 +232,7 @@ def FastAuthorize(permission: Permission) -> Any:  # noqa: N802 - reads as a typ
             if found is None:
                 raise _unauthenticated("Unknown or revoked API key.")
             principal = found
-        if principal.workspace_id is None:
-            raise WorkspaceRequired(
-                f"Choose a workspace: send its id in the {WORKSPACE_HEADER} header."
-            )
-        if not principal.can(permission):
-            raise PermissionDenied(
-                f"This needs the '{permission.value}' permission, which the caller lacks here."
-            )
+        enforce(principal, permission, resource=resource)
         return principal
 
     setattr(authorize, AUTH_MARKER, True)
@@ -218,8 +240,19 @@ def FastAuthorize(permission: Permission) -> Any:  # noqa: N802 - reads as a typ
 
 
 def require_user(principal: Principal) -> str:
-    """The user id behind ``principal``; keys may not do what only a person may."""
-    if principal.kind is not PrincipalKind.USER or principal.user_id is None:
+    """The user id behind ``principal``; keys may not do what only a person may (the policies'
+    ``act_in_person``)."""
+    if principal.workspace_id is None:
+        person = principal.kind is PrincipalKind.USER  # only users are ever without a workspace
+    else:
+        person = (
+            default_engine()
+            .decide(
+                principal.as_actor(), "act_in_person", Resource("Workspace", principal.workspace_id)
+            )
+            .allowed
+        )
+    if not person or principal.user_id is None:
         raise PermissionDenied("Only a signed-in user can do this, not an API key.")
     return principal.user_id
 

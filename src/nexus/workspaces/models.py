@@ -18,6 +18,8 @@ from pydantic import (
 from sqlalchemy import JSON, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from nexus.core.errors import PermissionDenied
+from nexus.security.policy import Actor
 from nexus.storage.base import Base, CreatedAt
 
 
@@ -39,6 +41,10 @@ class Permission(StrEnum):
     DECIDE = "decide"  # ask for flags, variants and adaptations
 
 
+# What each role, and each kind of key, holds: a summary of the Cedar policies in
+# ``nexus/security/policies`` (the rules themselves; see ``nexus.security.policy``), kept for
+# readers and for the documentation. Principals get their permissions from the policy engine,
+# and tests/security/test_policy.py proves this table and the policies agree.
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset({Permission.READ}),
     Role.ANALYST: frozenset(
@@ -81,9 +87,23 @@ class Principal:
     key_id: str | None = None
     role: Role | None = None
     session_id: str | None = None
+    scopes: frozenset[str] = frozenset()  # a secret key's scopes, as stored
 
     def can(self, permission: Permission) -> bool:
+        """A convenience: ``permissions`` are what the policy engine granted this principal in
+        its workspace (``service.principal_for_*``), so this agrees with the policies."""
         return permission in self.permissions
+
+    def as_actor(self) -> Actor:
+        """This principal as the policy engine sees it; it needs a workspace."""
+        if self.workspace_id is None:
+            raise PermissionDenied("Choose a workspace first.")
+        return Actor(
+            kind=self.kind.value,
+            workspace=self.workspace_id,
+            role=None if self.role is None else self.role.value,
+            scopes=self.scopes,
+        )
 
 
 # --- tables ---------------------------------------------------------------------------------

@@ -20,11 +20,18 @@ from sqlalchemy.orm import Session
 from nexus.core.clock import utcnow
 from nexus.core.errors import Conflict, FieldError, InvalidInput, NotFound, PermissionDenied
 from nexus.core.ids import new_id
+from nexus.security.policy import (
+    OWNER_ROLE_RULE,
+    SCOPE_RULE,
+    Actor,
+    Decision,
+    Resource,
+    default_engine,
+)
 from nexus.security.service import append_entry
 from nexus.storage.pagination import Page, paginate
 from nexus.workspaces.models import (
     PUBLIC_KEY_PERMISSIONS,
-    ROLE_PERMISSIONS,
     SECRET_KEY_SCOPES,
     ApiKey,
     DashboardSession,
@@ -274,10 +281,38 @@ def list_members(
     return Page([_member_read(m, users[m.user_id]) for m in page.items], page.next_cursor)
 
 
-def _check_role_change(actor: Principal | None, *, old: Role | None, new: Role | None) -> None:
-    """Only owners touch the owner role. ``actor=None`` is the operator on the CLI."""
-    if actor is not None and Role.OWNER in (old, new) and not actor.can(Permission.OWNER):
+def _check_role_change(
+    actor: Principal | None,
+    *,
+    workspace_id: str,
+    action: str,
+    old: Role | None,
+    new: Role | None,
+) -> None:
+    """Ask the policies whether ``actor`` may do ``action`` (``add_member``, ``change_role``,
+    ``remove_member``) to a member holding ``old`` (None: not yet a member), giving them ``new``
+    (None: removed). Only owners touch the owner role (a property-level rule of
+    ``properties.cedar``). ``actor=None`` is the operator on the CLI."""
+    if actor is None:
+        return
+    decision = default_engine().decide(
+        actor.as_actor(),
+        action,
+        Resource.of("Member", workspace_id, role=None if old is None else Role(old).value),
+        {"role": None if new is None else Role(new).value},
+    )
+    if decision.allowed:
+        return
+    _refuse(decision, workspace_id=workspace_id)
+    if OWNER_ROLE_RULE in decision.reasons:
         raise PermissionDenied("Only an owner can grant or take away the owner role.")
+    raise PermissionDenied("Managing members needs the 'admin' permission, which the caller lacks.")
+
+
+def _refuse(decision: Decision, *, workspace_id: str) -> None:
+    """Another workspace's objects are not found, never forbidden."""
+    if decision.cross_workspace:
+        raise NotFound(f"No workspace {workspace_id}.")
 
 
 def _owner_count(session: Session, *, workspace_id: str) -> int:
@@ -294,7 +329,7 @@ def _owner_count(session: Session, *, workspace_id: str) -> int:
 def add_member(
     session: Session, *, workspace_id: str, email: str, role: Role, actor: Principal | None
 ) -> MemberRead:
-    _check_role_change(actor, old=None, new=role)
+    _check_role_change(actor, workspace_id=workspace_id, action="add_member", old=None, new=role)
     user = get_user_by_email(session, email=email)
     if user is None:
         raise NotFound(
@@ -322,7 +357,7 @@ def set_member_role(
 ) -> MemberRead:
     membership = _membership(session, workspace_id=workspace_id, user_id=user_id)
     old = Role(membership.role)
-    _check_role_change(actor, old=old, new=role)
+    _check_role_change(actor, workspace_id=workspace_id, action="change_role", old=old, new=role)
     if old is Role.OWNER and role is not Role.OWNER:
         _keep_an_owner(session, workspace_id=workspace_id)
     membership.role = role
@@ -341,7 +376,7 @@ def set_member_role(
 def remove_member(session: Session, *, workspace_id: str, user_id: str, actor: Principal) -> None:
     membership = _membership(session, workspace_id=workspace_id, user_id=user_id)
     old = Role(membership.role)
-    _check_role_change(actor, old=old, new=None)
+    _check_role_change(actor, workspace_id=workspace_id, action="remove_member", old=old, new=None)
     if old is Role.OWNER:
         _keep_an_owner(session, workspace_id=workspace_id)
     session.delete(membership)
@@ -377,9 +412,11 @@ def create_api_key(
 ) -> tuple[ApiKey, str]:
     """A new key and its token. The token of a secret key is never retrievable again.
 
-    ``actor`` (when a request creates the key) bounds the scopes: nobody hands out more than
-    they hold. The audit log names ``audit_actor``, else ``actor``, else ``created_by``.
+    ``actor`` (when a request creates the key) must be allowed ``create_key`` by the policies,
+    which also bound the scopes: nobody hands out more than they hold, public keys' ingest and
+    decide included. The audit log names ``audit_actor``, else ``actor``, else ``created_by``.
     """
+    held = SECRET_KEY_SCOPES if actor is None else actor.permissions & SECRET_KEY_SCOPES
     if kind is KeyKind.PUBLIC:
         if scopes is not None and set(scopes) != PUBLIC_KEY_PERMISSIONS:
             raise InvalidInput(
@@ -389,20 +426,33 @@ def create_api_key(
         granted = sorted(PUBLIC_KEY_PERMISSIONS)
         token = PUBLIC_KEY_PREFIX + secrets.token_urlsafe(24)
     else:
-        held = SECRET_KEY_SCOPES if actor is None else actor.permissions & SECRET_KEY_SCOPES
         wanted = set(held if scopes is None else scopes)
         if not wanted:
             raise InvalidInput(
                 "A secret key needs at least one scope.",
                 errors=[FieldError(("body", "scopes"), "empty")],
             )
-        if extra := wanted - held:
+        if extra := wanted - SECRET_KEY_SCOPES:  # owner: never delegated to a key
             raise PermissionDenied(
                 "Cannot grant scopes the caller does not hold: "
                 + ", ".join(sorted(p.value for p in extra))
             )
         granted = sorted(wanted)
         token = SECRET_KEY_PREFIX + secrets.token_urlsafe(32)
+    if actor is not None:
+        decision = default_engine().may_create_key(
+            actor.as_actor(), workspace=workspace_id, scopes=[p.value for p in granted]
+        )
+        if not decision.allowed:
+            _refuse(decision, workspace_id=workspace_id)
+            if SCOPE_RULE in decision.reasons:
+                raise PermissionDenied(
+                    "Cannot grant scopes the caller does not hold: "
+                    + ", ".join(sorted(p.value for p in set(granted) - held))
+                )
+            raise PermissionDenied(
+                "Creating keys needs the 'admin' permission, which the caller lacks."
+            )
     key = ApiKey(
         id=new_id("key"),
         workspace_id=workspace_id,
@@ -497,13 +547,20 @@ def principal_for_key(session: Session, *, token: str) -> Principal | None:
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         key.last_used_at = now
         session.flush()
-    public = key.kind == KeyKind.PUBLIC
+    kind = PrincipalKind.PUBLIC_KEY if key.kind == KeyKind.PUBLIC else PrincipalKind.SECRET_KEY
+    scopes = frozenset() if kind is PrincipalKind.PUBLIC_KEY else frozenset(key.scopes)
     return Principal(
-        kind=PrincipalKind.PUBLIC_KEY if public else PrincipalKind.SECRET_KEY,
+        kind=kind,
         workspace_id=key.workspace_id,
-        permissions=PUBLIC_KEY_PERMISSIONS if public else frozenset(map(Permission, key.scopes)),
+        permissions=_granted(Actor(kind.value, key.workspace_id, scopes=scopes)),
         key_id=key.id,
+        scopes=scopes,
     )
+
+
+def _granted(actor: Actor) -> frozenset[Permission]:
+    """The permissions the policies grant ``actor`` in its own workspace."""
+    return frozenset(map(Permission, default_engine().permissions(actor)))
 
 
 def principal_for_user(
@@ -525,7 +582,7 @@ def principal_for_user(
     return Principal(
         kind=PrincipalKind.USER,
         workspace_id=workspace_id,
-        permissions=ROLE_PERMISSIONS[role],
+        permissions=_granted(Actor(PrincipalKind.USER.value, workspace_id, role=role.value)),
         user_id=user_id,
         role=role,
         session_id=session_id,
