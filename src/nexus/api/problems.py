@@ -158,6 +158,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "Not found"),
         (409, "Conflict"),
         (413, "Payload too large"),
+        (414, "Query string too long"),
         (422, "Invalid input"),
         (429, "Too many requests"),
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from nexus import __version__
@@ -30,6 +32,9 @@ from nexus.core.settings import Settings
 from nexus.events import service as events_service
 from nexus.events.live import summarize_row
 from nexus.funnels import service as funnels_service
+from nexus.security.audit import MAX_TARGET
+from nexus.security.login_guard import GuardEvent, GuardPolicy, LoginGuard, Reason
+from nexus.security.service import append_entry
 from nexus.workspaces import service
 from nexus.workspaces.deps import (
     AUTH_MARKER,
@@ -179,25 +184,25 @@ def login(
         )
     client = request.client.host if request.client else "unknown"
     account = email.strip().lower()
-    per_account: RateLimit = request.app.state.login_limit
-    per_address: RateLimit = request.app.state.login_ip_limit
-    try:
-        per_address.hit("login-ip", client)
-        per_account.hit("login", client, account)
-    except RateLimited as exc:
-        log.warning("sign-in rate limited", client=client)
+    guard: LoginGuard = request.app.state.login_guard
+    now = time.monotonic()
+    retry_after = _sign_in_wait(request, guard, account=account, client=client, now=now)
+    if retry_after:
+        # One answer whatever the reason, and the same for accounts that do not exist.
         return _login_page(
             request,
             settings,
             status_code=429,
             email=email,
             next_path=next,
-            error=exc.detail,
-            headers=exc.headers,
+            error=f"Too many sign-in attempts. Please try again in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
         )
     user = service.authenticate(db, email=account, password=password)
     if user is None:
         log.info("sign-in failed", client=client)
+        for event in guard.record_failure(account=account, address=client, now=now):
+            _audit_guard_event(db, event, client=client)
         return _login_page(
             request,
             settings,
@@ -206,6 +211,8 @@ def login(
             next_path=next,
             error="Wrong e-mail or password.",
         )
+    guard.record_success(account=account, address=client, now=now)
+    per_account: RateLimit = request.app.state.login_limit
     per_account.reset("login", client, account)
     ttl = timedelta(hours=settings.session_ttl_hours)
     _dashboard_session, token = service.create_session(db, user_id=user.id, ttl=ttl)
@@ -222,6 +229,77 @@ def login(
     )
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
+
+
+def sign_in_guard(settings: Settings) -> LoginGuard:
+    """The sign-in lockout and credential-stuffing guard, as the settings configure it."""
+    return LoginGuard(
+        GuardPolicy(
+            lockout_threshold=settings.login_lockout_threshold,
+            lockout_base_seconds=settings.login_lockout_seconds,
+            lockout_max_seconds=settings.login_lockout_max_seconds,
+            stuffing_window_seconds=settings.login_stuffing_window_seconds,
+            stuffing_accounts_per_address=settings.login_stuffing_accounts,
+            stuffing_accounts_per_network=settings.login_stuffing_network_accounts,
+            stuffing_block_seconds=settings.login_stuffing_block_seconds,
+            spike_min_accounts=settings.login_spike_accounts,
+            spike_failure_ratio=settings.login_spike_failure_ratio,
+        )
+    )
+
+
+def _sign_in_wait(
+    request: Request, guard: LoginGuard, *, account: str, client: str, now: float
+) -> int:
+    """Seconds this attempt must wait (0: go ahead): the guard's lockouts and blocks first,
+    then the per-address and per-account rates."""
+    decision = guard.check(account=account, address=client, now=now)
+    if not decision.allowed:
+        log.warning("sign-in refused", client=client, reason=str(decision.reason))
+        return decision.retry_after
+    per_account: RateLimit = request.app.state.login_limit
+    per_address: RateLimit = request.app.state.login_ip_limit
+    try:
+        per_address.hit("login-ip", client)
+        per_account.hit("login", client, account)
+    except RateLimited as exc:
+        log.warning("sign-in rate limited", client=client)
+        return int(exc.headers.get("Retry-After", "1"))
+    return 0
+
+
+def _audit_guard_event(db: Session, event: GuardEvent, *, client: str) -> None:
+    """A lockout or block the guard started goes to the global audit chain, as sign-ins do."""
+    if event.reason is Reason.ACCOUNT_LOCKED:
+        log.warning("sign-in account locked", client=client, seconds=event.retry_after)
+        append_entry(
+            db,
+            workspace_id=None,
+            actor="system",
+            action="auth.lockout",
+            target=event.subject[:MAX_TARGET],
+            details={
+                "email": event.subject[:320],
+                "failures": event.count,
+                "locked_seconds": event.retry_after,
+                "client": client,
+            },
+        )
+        return
+    log.warning("sign-in source blocked", source=event.subject, reason=str(event.reason))
+    append_entry(
+        db,
+        workspace_id=None,
+        actor="system",
+        action="auth.stuffing_blocked",
+        target=event.subject[:MAX_TARGET],
+        details={
+            "reason": str(event.reason),
+            "accounts": event.count,
+            "blocked_seconds": event.retry_after,
+            "client": client,
+        },
+    )
 
 
 def _error_page(request: Request, exc: NexusError) -> HTMLResponse:
