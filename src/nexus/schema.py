@@ -7,6 +7,7 @@ domain's models here when the domain gets tables.
 from nexus.emotion import schemas as emotion_schemas
 from nexus.experiments import models as experiments_models
 from nexus.funnels import models as funnels_models
+from nexus.privacy import models as privacy_models
 from nexus.security import models as security_models
 from nexus.storage.base import Base
 from nexus.workspaces import models as workspaces_models
@@ -18,6 +19,7 @@ __all__ = [
     "experiments_models",
     "funnels_models",
     "metadata",
+    "privacy_models",
     "security_models",
     "workspaces_models",
 ]

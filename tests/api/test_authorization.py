@@ -126,11 +126,15 @@ SAMPLE_BODIES: dict[str, dict[str, object]] = {
     "DecisionSettingsBody": {"holdout_percent": 5},
     "DecideRequest": {"visitor_id": "walker"},
     "OfrepRequest": {"context": {"targetingKey": "walker"}},
+    "ConsentUpdate": {"visitor_id": "walker", "purposes": {"analytics": True}},
+    "PrivacySettingsUpdate": {"retention_days": 30},
+    "SubjectRequestCreate": {"visitor_id": "walker"},
 }
 # POSTs that only read (a query in a body): a viewer may use them.
 READ_ONLY_POSTS = {"/v1/funnels/query"}
 # Besides ingestion, what a public write key may call from a web page.
 WRITE_KEY_POSTS = {
+    "/v1/consent",
     "/v1/emotion/analyze",
     "/v1/decide",
     "/v1/flags/definitions",

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,10 +20,15 @@ from nexus import __version__
 from nexus.api import health
 from nexus.api.hotpaths import DECIDE_PATH, DecideFastPath
 from nexus.api.middleware import (
+    ApiRateLimits,
     BodySizeLimitMiddleware,
     IngestCorsMiddleware,
     Metrics,
+    RateLimitMiddleware,
+    RequestComplexityMiddleware,
     RequestContextMiddleware,
+    TrustedProxyMiddleware,
+    parse_networks,
 )
 from nexus.api.problems import ERROR_RESPONSES, install_problem_handlers
 from nexus.core.logging import configure_logging, get_logger
@@ -34,11 +40,16 @@ from nexus.emotion.analyzer import Mode
 from nexus.emotion.models.vector import EmotionVector
 from nexus.events import service as events_service
 from nexus.events import views as events_views
+from nexus.events.bots import BotMarker
+from nexus.events.store import WorkspaceBatch
+from nexus.events.subjects import EventSubjects, JournalSubjects
 from nexus.experiments import service as experiments_service
 from nexus.experiments import views as experiments_views
 from nexus.experiments.background import DecisionWorker
 from nexus.experiments.decisions import DecisionRuntime, Snapshot
 from nexus.funnels import views as funnels_views
+from nexus.privacy import views as privacy_views
+from nexus.privacy.runtime import PrivacyRuntime
 from nexus.storage import migrate
 from nexus.storage.database import Database
 from nexus.web import routes as web_routes
@@ -50,7 +61,9 @@ log = get_logger("nexus.api")
 
 # What web pages call with the public write key, from any site: ingestion, decide, flag
 # definitions and OFREP.
-BROWSER_PATHS = frozenset({*events_views.INGEST_PATHS, DECIDE_PATH, "/v1/flags/definitions"})
+BROWSER_PATHS = frozenset(
+    {*events_views.INGEST_PATHS, DECIDE_PATH, "/v1/flags/definitions", privacy_views.CONSENT_PATH}
+)
 BROWSER_PREFIXES = ("/ofrep/v1/",)
 
 DOMAIN_ROUTERS = [
@@ -59,6 +72,7 @@ DOMAIN_ROUTERS = [
     funnels_views.router,
     emotion_views.router,
     experiments_views.router,
+    privacy_views.router,
 ]
 
 
@@ -93,8 +107,10 @@ def create_app(
         app.state.emotion = emotion
         events.pipeline.enrich = emotion.enrich
         worker = _decision_engine(app, database, events, emotion, settings)
+        privacy = _privacy_engine(app, database, events, settings)
         events.start()
         worker.start()
+        retention = asyncio.create_task(_retention_schedule(privacy, settings))
         if freeze_gc:
             gc.collect()
             gc.freeze()
@@ -102,6 +118,7 @@ def create_app(
         try:
             yield
         finally:
+            retention.cancel()
             await worker.stop()
             # Store what was acknowledged before the process goes (a kill -9 skips this; the
             # journal then replays on the next start).
@@ -123,11 +140,16 @@ def create_app(
     app.state.metrics = Metrics()
     app.state.ingest_keys = {}
     app.state.login_limit = RateLimit(
-        settings.login_rate_limit, message="Too many sign-in attempts for this account."
+        settings.login_rate_limit,
+        storage_uri=settings.rate_limit_storage,
+        message="Too many sign-in attempts for this account.",
     )
     app.state.login_ip_limit = RateLimit(
-        settings.login_ip_rate_limit, message="Too many sign-in attempts from this address."
+        settings.login_ip_rate_limit,
+        storage_uri=settings.rate_limit_storage,
+        message="Too many sign-in attempts from this address.",
     )
+    app.state.login_guard = web_routes.sign_in_guard(settings)
 
     install_problem_handlers(app)
     app.include_router(health.router)
@@ -139,13 +161,42 @@ def create_app(
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     web_routes.install(app)
 
-    app.add_middleware(DecideFastPath)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(IngestCorsMiddleware, paths=BROWSER_PATHS, prefixes=BROWSER_PREFIXES)
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    _install_middleware(app, settings)
     assert_every_route_guarded(app)
     app.state.metrics.route_templates.update({id(route): path for path, route in api_routes(app)})
     return app
+
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    """The middleware stack, outermost last. Rate limits and proxies are built here, not
+    when Starlette builds the stack on the first request, so that bad settings fail at
+    start-up."""
+    rate_limits = ApiRateLimits.from_settings(settings) if settings.rate_limit_enabled else None
+    proxies = parse_networks(settings.trusted_proxies, setting="NEXUS_TRUSTED_PROXIES")
+    app.add_middleware(DecideFastPath)
+    app.add_middleware(
+        RequestComplexityMiddleware,
+        max_query_bytes=settings.max_query_bytes,
+        max_query_params=settings.max_query_params,
+        max_json_depth=settings.max_json_depth,
+        max_json_items=settings.max_json_items,
+        hot_paths=BROWSER_PATHS,
+        hot_prefixes=BROWSER_PREFIXES,
+    )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if rate_limits is not None:
+        # Inside CORS, so that browsers can read a 429 from the ingest and decide paths.
+        app.add_middleware(
+            RateLimitMiddleware,
+            limits=rate_limits,
+            hot_paths=BROWSER_PATHS,
+            hot_prefixes=BROWSER_PREFIXES,
+            metrics=app.state.metrics,
+        )
+    app.add_middleware(IngestCorsMiddleware, paths=BROWSER_PATHS, prefixes=BROWSER_PREFIXES)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    if proxies:
+        app.add_middleware(TrustedProxyMiddleware, proxies=proxies)
 
 
 def _decision_engine(
@@ -165,6 +216,58 @@ def _decision_engine(
     app.state.decision_worker = worker
     app.state.rollout_notify = worker.notify
     return worker
+
+
+def _privacy_engine(
+    app: FastAPI,
+    database: Database,
+    events: events_service.EventsRuntime,
+    settings: Settings,
+) -> PrivacyRuntime:
+    """Consent and PII screening on ingest, and data-subject requests across every store."""
+    privacy = PrivacyRuntime(
+        database,
+        settings,
+        text_properties_of=emotion_service.settings_reader(database.session),
+    )
+    app.state.privacy = privacy
+    events.privacy = privacy
+    privacy.stores.extend([EventSubjects(events), JournalSubjects(events)])
+    loop = asyncio.get_running_loop()
+    decisions: DecisionRuntime = app.state.decisions
+
+    def forget_decisions(workspace_id: str, ids: set[str]) -> int:
+        # Decision state lives on the loop's thread; erasure runs on a worker thread.
+        async def on_loop() -> int:
+            return decisions.forget(workspace_id, ids)
+
+        return asyncio.run_coroutine_threadsafe(on_loop(), loop).result(timeout=30)
+
+    events.bots = BotMarker()
+    enrich_emotion = events.pipeline.enrich
+    bots = events.bots
+
+    def enrich(batches: list[WorkspaceBatch]) -> list[WorkspaceBatch]:
+        # Bots first; either enricher failing leaves the events as they were for it.
+        try:
+            batches = bots.enrich(batches)
+        except Exception:
+            log.exception("bot scoring failed; storing the events unmarked")
+        return enrich_emotion(batches) if enrich_emotion is not None else batches
+
+    events.pipeline.enrich = enrich
+    privacy.forgetters.extend([forget_decisions, events.live.forget, events.bots.forget])
+    return privacy
+
+
+async def _retention_schedule(privacy: PrivacyRuntime, settings: Settings) -> None:
+    """Apply every workspace's retention period now and then (``retention_interval``)."""
+    while True:
+        await asyncio.sleep(settings.retention_interval)
+        try:
+            await run_in_threadpool(privacy.apply_retention)
+        except Exception:
+            log.exception("retention run failed; retrying at the next interval")
 
 
 def _decision_runtime(

@@ -24,9 +24,11 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nexus.core.errors import NexusError
+from nexus.events.bots import BotMarker
 from nexus.experiments.decisions import DecisionRuntime
 from nexus.experiments.models import DecideRequest
 from nexus.experiments.views import background_reload
+from nexus.privacy.runtime import PrivacyRuntime
 from nexus.workspaces.models import Permission, Principal
 
 DECIDE_PATH = "/v1/decide"
@@ -102,16 +104,33 @@ class DecideFastPath:
             request = DecideRequest.model_validate_json(body)
         except ValidationError:
             return None
-        if request.text is not None and request.emotion is None and runtime.emotion_mode != "edge":
+        privacy: PrivacyRuntime = state.privacy
+        permitted = privacy.cached_permissions(workspace_id, request.visitor_id)
+        if permitted is None or _text_needs_the_route(runtime, privacy, workspace_id, request):
             return None
         if runtime.refresh_due(workspace_id):
             background_reload(runtime, workspace_id)
         try:
-            return orjson.dumps(runtime.decide(workspace_id, request))
+            bots: BotMarker | None = state.events.bots
+            bot = bots is not None and bots.is_bot(workspace_id, request.visitor_id)
+            decision = runtime.decide(workspace_id, request, permitted=permitted, bot=bot)
+            return orjson.dumps(decision)
         except NexusError:
             # The caller's mistake, found before anything was logged: the route answers it
             # as problem+json.
             return None
+
+
+def _text_needs_the_route(
+    runtime: DecisionRuntime, privacy: PrivacyRuntime, workspace_id: str, request: DecideRequest
+) -> bool:
+    """Text read by a slower tier than the edge one, or text that may hold PII (the route
+    masks it before any model reads it)."""
+    if request.text is None:
+        return False
+    if request.emotion is None and runtime.emotion_mode != "edge":
+        return True
+    return privacy.may_hold_pii(workspace_id, request.text) is not False
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

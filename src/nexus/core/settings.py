@@ -101,6 +101,17 @@ class Settings(BaseSettings):
     emotion_threads: int = Field(
         default=2, ge=1, le=64, description="CPU threads of the server emotion model."
     )
+    default_consent_mode: Literal["opt_in", "opt_out"] = Field(
+        default="opt_out",
+        description="What a visitor's silence means in a workspace that has not chosen: "
+        "opt_in permits a purpose only once granted (GDPR's rule for anything not strictly "
+        "necessary); opt_out permits it unless denied.",
+    )
+    retention_interval: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds between retention runs (each workspace's retention_days).",
+    )
     decide_emotion_mode: Literal["edge", "cascade", "server"] = Field(
         default="edge",
         description="Which emotion tier reads the text sent to /v1/decide: the edge tier "
@@ -123,6 +134,89 @@ class Settings(BaseSettings):
         default=None,
         description="Directory with the emotion model artifacts; default: those shipped.",
     )
+
+    # --- abuse limits (issue #6) ---
+    rate_limit_enabled: bool = Field(
+        default=True, description="API rate limits per address, credential and workspace."
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where rate-limit counters live: memory:// (this process) or "
+        "redis://host:6379 (shared by replicas; needs the redis package).",
+    )
+    rate_limit_hot_ip: str = Field(
+        default="100000/minute",
+        description="Ingest, decide, OFREP and flag-definition requests per client address.",
+    )
+    rate_limit_hot_key: str = Field(
+        default="100000/minute", description="The same paths, per key or dashboard session."
+    )
+    rate_limit_hot_workspace: str = Field(
+        default="200000/minute", description="The same paths, per workspace (keys only)."
+    )
+    rate_limit_admin_ip: str = Field(
+        default="3000/minute", description="Other requests with credentials, per address."
+    )
+    rate_limit_admin_key: str = Field(
+        default="1200/minute", description="Other requests, per key or dashboard session."
+    )
+    rate_limit_admin_workspace: str = Field(
+        default="6000/minute", description="Other requests, per workspace (keys only)."
+    )
+    rate_limit_anonymous_ip: str = Field(
+        default="600/minute", description="Other requests without credentials, per address."
+    )
+    rate_limit_auth_failures: str = Field(
+        default="30/minute",
+        description="401 answers per address; past it the address is refused altogether "
+        "until the window ends.",
+    )
+    rate_limit_exempt: str = Field(
+        default="127.0.0.0/8,::1/128",
+        description="Comma-separated CIDRs whose requests skip the rate limits.",
+    )
+    rate_limit_max_keys: int = Field(
+        default=100_000, ge=1000, description="Counters kept in memory (memory:// only)."
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated CIDRs of reverse proxies whose X-Forwarded-For names "
+        "the client; from anyone else the header is ignored.",
+    )
+    max_query_bytes: int = Field(default=8192, ge=256, description="Longest query string.")
+    max_query_params: int = Field(default=100, ge=1, description="Most query parameters.")
+    max_json_depth: int = Field(
+        default=32, ge=2, le=1000, description="Deepest nesting of an admin API JSON body."
+    )
+    max_json_items: int = Field(
+        default=10_000, ge=1, description="Most array items and object members in one body."
+    )
+    login_lockout_threshold: int = Field(
+        default=5, ge=1, description="Consecutive failed sign-ins that lock an account."
+    )
+    login_lockout_seconds: float = Field(
+        default=30.0, gt=0, description="The first lock; it doubles per further failure."
+    )
+    login_lockout_max_seconds: float = Field(default=3600.0, gt=0, description="The longest lock.")
+    login_stuffing_accounts: int = Field(
+        default=10,
+        ge=2,
+        description="Distinct accounts failing from one address within the window that "
+        "block it (credential stuffing).",
+    )
+    login_stuffing_network_accounts: int = Field(
+        default=30, ge=2, description="The same for its /24 (IPv4) or /64 (IPv6) network."
+    )
+    login_stuffing_window_seconds: float = Field(default=600.0, gt=0)
+    login_stuffing_block_seconds: float = Field(default=3600.0, gt=0)
+    login_spike_accounts: int = Field(
+        default=100,
+        ge=2,
+        description="Distinct accounts failing across all addresses within the window that, "
+        "at the failure ratio below, mean a distributed attack: sources are then blocked "
+        "after 3 accounts.",
+    )
+    login_spike_failure_ratio: float = Field(default=0.9, gt=0, le=1)
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:

@@ -61,6 +61,13 @@ class AnalyzeRequest(_Schema):
         description="edge: the browser-sized model; server: the encoder; cascade: edge when "
         "confident, else server.",
     )
+    visitor_id: (
+        Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f]+$")] | None
+    ) = Field(
+        default=None,
+        description="Whose words these are: their consent to emotion analysis is checked. "
+        "Required with the public write key when the workspace's consent mode is opt_in.",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> AnalyzeRequest:

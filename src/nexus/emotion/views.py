@@ -20,8 +20,9 @@ from nexus.emotion.schemas import (
 )
 from nexus.events.service import EventsRuntime
 from nexus.funnels import service as funnels
+from nexus.privacy.runtime import PrivacyRuntime
 from nexus.workspaces.deps import PUBLIC, AppSettings, Authorize, DbSession
-from nexus.workspaces.models import Permission, Principal
+from nexus.workspaces.models import Permission, Principal, PrincipalKind
 from nexus.workspaces.service import actor_name
 
 router = APIRouter(tags=["emotion"])
@@ -45,7 +46,25 @@ def runtime(request: Request) -> service.EmotionRuntime:
 async def analyze(
     body: AnalyzeRequest, request: Request, principal: AnalyzePrincipal
 ) -> AnalyzeResponse:
+    assert principal.workspace_id is not None
+    privacy: PrivacyRuntime = request.app.state.privacy
+    # Servers (secret keys, users) may read their own texts; from the browser the visitor's
+    # consent decides.
+    await run_in_threadpool(
+        privacy.require,
+        principal.workspace_id,
+        body.visitor_id,
+        "emotion_analysis",
+        anonymous_ok=principal.kind is not PrincipalKind.PUBLIC_KEY,
+    )
     texts = [body.text] if body.text is not None else list(body.texts or [])
+
+    def scrubbed() -> list[str]:
+        assert principal.workspace_id is not None
+        return [privacy.scrub_text(principal.workspace_id, t) for t in texts]
+
+    # The model reads the words with PII masked, as it would stored text.
+    texts = await run_in_threadpool(scrubbed)
     return await run_in_threadpool(runtime(request).analyze, texts, mode=body.mode)
 
 

@@ -401,6 +401,98 @@ class DuckDBEventStore(EventStore):
         finally:
             cur.close()
 
+    # -- data-subject requests ----------------------------------------------------------------
+
+    _NAMES_ANY = (
+        "(list_contains($ids, user_id) OR list_contains($ids, anonymous_id) "
+        "OR list_contains($ids, previous_id) OR list_contains($ids, distinct_id) "
+        "OR list_contains($ids, person_id))"
+    )
+
+    def linked_ids(self, workspace_id: str, ids: set[str]) -> set[str]:
+        params = {"ws": workspace_id, "ids": sorted(ids)}
+        with self._cursor() as cur:
+            found = cur.execute(
+                "SELECT DISTINCT unnest([user_id, anonymous_id, previous_id, distinct_id, "
+                f"person_id]) FROM events WHERE workspace_id = $ws AND {self._NAMES_ANY} "
+                "UNION SELECT DISTINCT unnest([distinct_id, person_id]) FROM identities "
+                "WHERE workspace_id = $ws AND (list_contains($ids, distinct_id) "
+                "OR list_contains($ids, person_id))",
+                params,
+            ).fetchall()
+        return {r[0] for r in found if r[0] is not None}
+
+    def subject_rows(self, workspace_id: str, ids: set[str]) -> list[EventRow]:
+        with self._cursor() as cur:
+            rows = cur.execute(
+                f"SELECT {_RECENT_COLUMNS} FROM events WHERE workspace_id = $ws AND "
+                f"{self._NAMES_ANY} ORDER BY timestamp, message_id",
+                {"ws": workspace_id, "ids": sorted(ids)},
+            ).fetchall()
+        return [list(r) for r in rows]
+
+    def erase_subjects(self, workspace_id: str, ids: set[str]) -> dict[str, int]:
+        params = {"ws": workspace_id, "ids": sorted(ids)}
+        statements = {
+            "events": f"DELETE FROM events WHERE workspace_id = $ws AND {self._NAMES_ANY}",
+            "identities": "DELETE FROM identities WHERE workspace_id = $ws AND "
+            "(list_contains($ids, distinct_id) OR list_contains($ids, person_id))",
+            "persons": "DELETE FROM persons WHERE workspace_id = $ws AND "
+            "list_contains($ids, person_id)",
+        }
+        counts: dict[str, int] = {}
+        with self._write_lock:
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table, sql in statements.items():
+                    found = con.execute(sql, params).fetchone()
+                    counts[table] = int(found[0]) if found else 0
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            # Fold the deletions into the file now rather than at some later checkpoint.
+            con.execute("CHECKPOINT")
+        return counts
+
+    def count_subjects(self, workspace_id: str, ids: set[str]) -> int:
+        params = {"ws": workspace_id, "ids": sorted(ids)}
+        with self._cursor() as cur:
+            found = cur.execute(
+                "SELECT (SELECT count(*) FROM events WHERE workspace_id = $ws AND "
+                f"{self._NAMES_ANY}) + (SELECT count(*) FROM identities WHERE "
+                "workspace_id = $ws AND (list_contains($ids, distinct_id) OR "
+                "list_contains($ids, person_id))) + (SELECT count(*) FROM persons WHERE "
+                "workspace_id = $ws AND list_contains($ids, person_id))",
+                params,
+            ).fetchone()
+        return int(found[0]) if found else 0
+
+    def delete_before(self, workspace_id: str, before_us: int) -> dict[str, int]:
+        params = {"ws": workspace_id, "before": before_us}
+        cutoff = "make_timestamptz($before::BIGINT)"
+        statements = {
+            "events": f"DELETE FROM events WHERE workspace_id = $ws AND timestamp < {cutoff}",
+            "identities": "DELETE FROM identities WHERE workspace_id = $ws AND person_id IN "
+            "(SELECT person_id FROM persons WHERE workspace_id = $ws AND "
+            f"last_seen < {cutoff})",
+            "persons": f"DELETE FROM persons WHERE workspace_id = $ws AND last_seen < {cutoff}",
+        }
+        counts: dict[str, int] = {}
+        with self._write_lock:
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table, sql in statements.items():
+                    found = con.execute(sql, params).fetchone()
+                    counts[table] = int(found[0]) if found else 0
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return counts
+
     def count(self, workspace_id: str) -> int:
         with self._cursor() as cur:
             found = cur.execute(

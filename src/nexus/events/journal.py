@@ -279,6 +279,15 @@ class Journal:
                 base = self._bases.pop(0)
                 (self.directory / _segment_name(base)).unlink(missing_ok=True)
 
+    def seal(self) -> int:
+        """Start a new segment (if the current one holds anything) and return its base, so
+        that :meth:`release` can delete every record written so far once it is stored
+        (erasure: the journal must not keep a person's events after the store forgot them)."""
+        with self._lock:
+            if self._end > self._bases[-1]:
+                self._roll()
+            return self._bases[-1]
+
     def close(self) -> None:
         with self._lock:
             os.close(self._fd)

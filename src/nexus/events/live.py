@@ -61,6 +61,18 @@ class LiveFeed:
         with self._lock:
             return list(self._recent.get(workspace_id, ()))
 
+    def forget(self, workspace_id: str, ids: set[str]) -> int:
+        """Drop the recent events of ``ids`` (erasure); returns how many went."""
+        with self._lock:
+            recent = self._recent.get(workspace_id)
+            if not recent:
+                return 0
+            kept = [e for e in recent if e["userId"] not in ids and e["anonymousId"] not in ids]
+            removed = len(recent) - len(kept)
+            recent.clear()
+            recent.extend(kept)
+        return removed
+
     def publish(self, batches: list[WorkspaceBatch]) -> None:
         """Called from the writer thread after each stored batch."""
         # Only the newest RECENT_PER_WORKSPACE of each workspace: a reader can show no more,

@@ -115,6 +115,11 @@ class IngestResult(BaseModel):
     success: bool = True
     accepted: int = Field(description="Messages stored durably (duplicates included).")
     rejected: list[RejectedMessage] = Field(default_factory=list)
+    withheld: int = Field(
+        default=0,
+        description="Valid messages not stored because the visitor did not consent to "
+        "analytics (counted in GET /v1/privacy/counters).",
+    )
 
 
 class EventRead(BaseModel):

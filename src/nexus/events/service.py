@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 
 from nexus.core.clock import utcnow
 from nexus.core.errors import (
@@ -28,6 +29,7 @@ from nexus.core.errors import (
 from nexus.core.logging import get_logger
 from nexus.core.ratelimit import RateLimit
 from nexus.core.settings import Settings
+from nexus.events.bots import BotMarker
 from nexus.events.duckdb_store import DuckDBEventStore
 from nexus.events.journal import Journal
 from nexus.events.live import LiveFeed
@@ -41,6 +43,7 @@ from nexus.events.normalize import (
 )
 from nexus.events.pipeline import JOURNAL_MARKER, IngestPipeline, encode_record
 from nexus.events.store import EventStore, StepRows, StepScan, StoreBusy
+from nexus.privacy.runtime import PrivacyRuntime
 from nexus.storage import pagination
 
 log = get_logger("nexus.events")
@@ -77,6 +80,9 @@ class EventsRuntime:
     live: LiveFeed
     rate_limit: RateLimit | None = None
     in_flight: int = field(default=0)
+    # Set by the app: consent and PII screening before anything is journaled.
+    privacy: PrivacyRuntime | None = None
+    bots: BotMarker | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> EventsRuntime:
@@ -209,8 +215,30 @@ def now_us() -> int:
     return int(now.timestamp()) * 1_000_000 + now.microsecond
 
 
-async def ingest(runtime: EventsRuntime, *, workspace_id: str, prepared: Prepared) -> int:
-    """Journal the valid rows durably; returns once they are fsync'd (the acknowledgement).
+async def screen(
+    runtime: EventsRuntime, *, workspace_id: str, rows: list[EventRow]
+) -> list[EventRow]:
+    """The rows consent lets us keep, with visitor text and PII handled as the workspace's
+    privacy settings say: what the journal, the store and every model downstream see."""
+    privacy = runtime.privacy
+    if privacy is None or not rows:
+        return rows
+    policy = (
+        None if privacy.needs_preparing(workspace_id, rows) else privacy.cached_policy(workspace_id)
+    )
+    if policy is None:
+        policy = await run_in_threadpool(privacy.prepare_screen, workspace_id, rows)
+    if policy.redactor is None:
+        return privacy.screen(policy, rows)
+    # PII detection is CPU work: off the event loop.
+    return await run_in_threadpool(privacy.screen, policy, rows)
+
+
+async def ingest(
+    runtime: EventsRuntime, *, workspace_id: str, prepared: Prepared
+) -> tuple[int, int]:
+    """Journal the valid rows durably; returns (acknowledged, withheld for consent) once
+    they are fsync'd (the acknowledgement).
 
     Refuses with 503 while the store is too far behind and 429 past the workspace's rate limit,
     before anything is written, so a refused request can simply be retried.
@@ -221,11 +249,15 @@ async def ingest(runtime: EventsRuntime, *, workspace_id: str, prepared: Prepare
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     if not prepared.rows:
-        return 0
+        return 0, 0
     if runtime.rate_limit is not None:
         runtime.rate_limit.hit("ingest", workspace_id, cost=len(prepared.rows))
+    rows = await screen(runtime, workspace_id=workspace_id, rows=prepared.rows)
+    withheld = len(prepared.rows) - len(rows)
+    if not rows:
+        return 0, withheld
     try:
-        await runtime.pipeline.journal.append(encode_record(workspace_id, prepared.rows))
+        await runtime.pipeline.journal.append(encode_record(workspace_id, rows))
     except OSError as exc:
         log.error("ingest journal failed", error=str(exc))
         raise Unavailable(
@@ -233,7 +265,7 @@ async def ingest(runtime: EventsRuntime, *, workspace_id: str, prepared: Prepare
             "was acknowledged.",
             headers={"Retry-After": "30"},
         ) from None
-    return len(prepared.rows)
+    return len(rows), withheld
 
 
 def rejection_problem(rejected: Sequence[Rejection], *, single: bool) -> MessageRejected:

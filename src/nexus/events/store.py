@@ -258,5 +258,29 @@ class EventStore(ABC):
         """Write the workspace's events as Segment-shaped JSON lines or Parquet; returns the
         number of events written."""
 
+    # -- data-subject requests ----------------------------------------------------------------
+
+    @abstractmethod
+    def linked_ids(self, workspace_id: str, ids: set[str]) -> set[str]:
+        """Every id sharing a person with ``ids``: user, anonymous, previous and person ids of
+        their events and identity links (``ids`` included when found)."""
+
+    @abstractmethod
+    def subject_rows(self, workspace_id: str, ids: set[str]) -> list[EventRow]:
+        """Every event that names any of ``ids``, oldest first."""
+
+    @abstractmethod
+    def erase_subjects(self, workspace_id: str, ids: set[str]) -> dict[str, int]:
+        """Delete the events, identity links and person records of ``ids``; counts per table."""
+
+    @abstractmethod
+    def count_subjects(self, workspace_id: str, ids: set[str]) -> int:
+        """Records (events, identity links, persons) that still name any of ``ids``."""
+
+    @abstractmethod
+    def delete_before(self, workspace_id: str, before_us: int) -> dict[str, int]:
+        """Retention: events that happened before ``before_us`` (and persons last seen
+        before it, with their identity links); counts per table."""
+
     @abstractmethod
     def close(self) -> None: ...

@@ -135,13 +135,14 @@ async def _ingest(request: Request, principal: Principal, implied_type: str | No
         if prepared.rejected and not prepared.rows:
             raise service.rejection_problem(prepared.rejected, single=implied_type is not None)
         assert principal.workspace_id is not None
-        accepted = await service.ingest(
+        accepted, withheld = await service.ingest(
             runtime, workspace_id=principal.workspace_id, prepared=prepared
         )
     finally:
         runtime.in_flight -= 1
     result = IngestResult(
         accepted=accepted,
+        withheld=withheld,
         rejected=[
             RejectedMessage(index=r.index, detail=r.detail, field=r.field)
             for r in prepared.rejected

@@ -97,9 +97,10 @@ class DecisionWorker:
         written = 0
         for workspace_id, rows in by_workspace.items():
             try:
-                written += await events.ingest(
+                accepted, _withheld = await events.ingest(
                     self.events, workspace_id=workspace_id, prepared=events.Prepared(rows, [])
                 )
+                written += accepted
             except Exception:
                 # Ingestion is refusing (overloaded, journal failure): decisions stay served,
                 # their log entries are what is lost, and the log says so.

@@ -38,6 +38,7 @@ from nexus.events.normalize import ROW_FIELDS, EventRow, track_row
 from nexus.events.store import WorkspaceBatch
 from nexus.experiments import bandits, flags
 from nexus.experiments.models import DecideRequest, DecisionSettingsRead
+from nexus.privacy.consent import Permissions
 
 log = get_logger("nexus.experiments")
 
@@ -419,15 +420,27 @@ class DecisionRuntime:
         return self._readings.get((workspace_id, request.visitor_id))
 
     def decide(
-        self, workspace_id: str, request: DecideRequest, *, read: dict[str, Any] | None = None
+        self,
+        workspace_id: str,
+        request: DecideRequest,
+        *,
+        read: dict[str, Any] | None = None,
+        permitted: Permissions | None = None,
+        bot: bool = False,
     ) -> dict[str, Any]:
         """The decision as the JSON document :class:`DecideResponse` describes (built as
         plain data: the hot path makes no model objects). ``read`` is the emotion of the
-        request's text when the caller already read it off the event loop."""
+        request's text when the caller already read it off the event loop. ``permitted`` is
+        what the visitor's consent allows (``None``: everything): without emotion analysis
+        no emotion is read, used or remembered; without personalisation the emotion context
+        and the adaptation bandit are left out. A ``bot`` gets flags only: no experiment
+        (its exposures would bias results) and no adaptation (it would teach the bandit)."""
         config = self._compiled.get(workspace_id) or self.compiled(workspace_id)
         now_us = self._clock_us()
         visitor = request.visitor_id
-        emotion = self.emotion_for(workspace_id, request, read)
+        personalised = not bot and (permitted is None or permitted.personalisation)
+        reads_emotion = personalised and (permitted is None or permitted.emotion_analysis)
+        emotion = self.emotion_for(workspace_id, request, read) if reads_emotion else None
         attributes: dict[str, Any] = dict(request.attributes)
         if emotion is not None:
             attributes["emotion"] = emotion
@@ -437,7 +450,7 @@ class DecisionRuntime:
             and flags.bucket(f"holdout:{workspace_id}", visitor)
             < config.settings.holdout_percent / 100.0
         )
-        adapting = request.adaptation and not holdout and config.policy is not None
+        adapting = personalised and request.adaptation and not holdout and config.policy is not None
         vector = self._context_vector(config, emotion, request.attributes) if adapting else None
         decision_id = new_id("dec")
         if config.settings.holdout_percent > 0:
@@ -452,7 +465,7 @@ class DecisionRuntime:
             )
         flag_results = self._flags(config, request, context, visitor, now_us)
         experiments = (
-            {} if holdout else self._experiments(config, request, context, visitor, now_us)
+            {} if holdout or bot else self._experiments(config, request, context, visitor, now_us)
         )
         adaptation = None
         if vector is not None:
@@ -461,6 +474,8 @@ class DecisionRuntime:
             "decision_id": decision_id,
             "visitor_id": visitor,
             "holdout": holdout,
+            "personalised": personalised,
+            "bot": bot,
             "emotion": emotion,
             "flags": flag_results,
             "experiments": experiments,
@@ -648,6 +663,38 @@ class DecisionRuntime:
                 readings.popitem(last=False)
         except KeyError:
             pass  # trimmed by the other thread meanwhile: nothing to do
+
+    def forget(self, workspace_id: str, ids: set[str]) -> int:
+        """Erasure (on the loop's thread): the visitors' pending rewards, remembered readings,
+        queued goal events and decision events not yet journaled. Returns the items dropped."""
+        dropped = 0
+        for visitor in ids:
+            dropped += len(self._pending.pop((workspace_id, visitor), ()))
+            if self._readings.pop((workspace_id, visitor), None) is not None:
+                dropped += 1
+
+        def rotate(queue: deque[Any], mentions: Callable[[Any], bool]) -> int:
+            # Other threads may append meanwhile: take exactly the items present, keep order.
+            removed = 0
+            for _ in range(len(queue)):
+                item = queue.popleft()
+                if mentions(item):
+                    removed += 1
+                else:
+                    queue.append(item)
+            return removed
+
+        dropped += rotate(
+            self._deadlines, lambda p: p.workspace_id == workspace_id and p.visitor_id in ids
+        )
+        dropped += rotate(
+            self._goals, lambda g: g[0] == workspace_id and any(i in ids for i in g[1])
+        )
+        dropped += rotate(
+            self._outbox,
+            lambda o: o[0] == workspace_id and (o[1][_USER] in ids or o[1][_ANONYMOUS] in ids),
+        )
+        return dropped
 
     # -- learning -----------------------------------------------------------------------------
 

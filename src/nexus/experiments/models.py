@@ -629,6 +629,13 @@ class DecideResponse(BaseModel):
     decision_id: str
     visitor_id: str
     holdout: bool
+    personalised: bool = Field(
+        description="Whether the visitor's consent allowed a personalised decision (emotion "
+        "context and the adaptation bandit); flags and experiments are served either way."
+    )
+    bot: bool = Field(
+        description="The visitor is judged a bot: flags only, no experiment or adaptation."
+    )
     emotion: dict[str, Any] | None
     flags: dict[str, FlagDecision]
     experiments: dict[str, VariantDecision]

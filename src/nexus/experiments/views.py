@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nexus.core.errors import FieldError, InvalidInput
 from nexus.core.logging import get_logger
+from nexus.events.bots import BotMarker
 from nexus.events.service import EventsRuntime
 from nexus.events.store import EventStore
 from nexus.experiments import analysis, guard, service
@@ -41,6 +42,7 @@ from nexus.experiments.models import (
     RolloutCreate,
     RolloutRead,
 )
+from nexus.privacy.runtime import PrivacyRuntime
 from nexus.storage.pagination import Paginated
 from nexus.workspaces.deps import Authorize, DbSession, FastAuthorize, PageQuery
 from nexus.workspaces.models import Permission, Principal
@@ -533,10 +535,25 @@ async def decide(body: DecideRequest, principal: DecidePrincipal, request: Reque
         await run_in_threadpool(runtime.reload, workspace_id)
     elif runtime.refresh_due(workspace_id):
         background_reload(runtime, workspace_id)
+    privacy: PrivacyRuntime = request.app.state.privacy
+    permitted = privacy.cached_permissions(workspace_id, body.visitor_id)
+    if permitted is None:
+        permitted = await run_in_threadpool(privacy.load_permissions, workspace_id, body.visitor_id)
+    if body.text is not None and privacy.may_hold_pii(workspace_id, body.text) is not False:
+        scrubbed = await run_in_threadpool(privacy.scrub_text, workspace_id, body.text)
+        body = body.model_copy(update={"text": scrubbed})
     read = None
-    if body.text is not None and body.emotion is None and runtime.emotion_mode != "edge":
+    if (
+        body.text is not None
+        and body.emotion is None
+        and runtime.emotion_mode != "edge"
+        and permitted.emotion_analysis
+        and permitted.personalisation
+    ):
         read = await run_in_threadpool(runtime.read_text, body.text)
-    result = runtime.decide(workspace_id, body, read=read)
+    bots: BotMarker | None = request.app.state.events.bots
+    bot = bots is not None and bots.is_bot(workspace_id, body.visitor_id)
+    result = runtime.decide(workspace_id, body, read=read, permitted=permitted, bot=bot)
     return Response(content=orjson.dumps(result), media_type="application/json")
 
 

@@ -138,6 +138,11 @@ class FunnelDefinition(BaseModel):
         description="Conversion window from the first step to the last.",
     )
     exclusions: list[ExclusionIn] = Field(default_factory=list, max_length=MAX_EXCLUSIONS)
+    bots: Literal["exclude", "only", "include"] = Field(
+        default="exclude",
+        description="Events of visitors judged bots (context.bot): left out, shown alone, "
+        "or counted with everyone.",
+    )
     breakdown: str | None = Field(
         default=None,
         min_length=1,

@@ -9,7 +9,7 @@ every store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -199,6 +199,9 @@ def period(
     return Period(start, end)
 
 
+BOT_PROPERTY = PropertyPath("context", ("bot",))
+
+
 def _condition(event: str, filters: list[PropertyFilterIn]) -> Condition:
     return Condition(
         event=event,
@@ -210,6 +213,9 @@ def _condition(event: str, filters: list[PropertyFilterIn]) -> Condition:
 
 def _spec(definition: FunnelDefinition) -> tuple[engine.FunnelSpec, tuple[Condition, ...]]:
     conditions = [_condition(s.event, s.filters) for s in definition.steps]
+    if definition.bots != "include":
+        marked = PropertyFilter(BOT_PROPERTY, "is_set", definition.bots == "only")
+        conditions = [replace(c, filters=(*c.filters, marked)) for c in conditions]
     steps = tuple(engine.Step(i, s.optional) for i, s in enumerate(definition.steps))
     exclusions = []
     for exclusion in definition.exclusions:

@@ -37,7 +37,19 @@ from nexus.experiments.flags import (
     parse_flag,
 )
 
-__all__ = ["DEFINITIONS_PATH", "NexusClient", "authorization_header"]
+__all__ = [
+    "CONSENT_PATH",
+    "DEFINITIONS_PATH",
+    "ConsentNotRecorded",
+    "NexusClient",
+    "authorization_header",
+]
+CONSENT_PATH: Final = "/v1/consent"
+
+
+class ConsentNotRecorded(RuntimeError):
+    """The server did not record a consent answer (unreachable, refused, invalid)."""
+
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +128,8 @@ class NexusClient:
             raise ValueError("an api_key is needed to fetch definitions from a server")
         if refresh_interval is not None and refresh_interval <= 0:
             raise ValueError("refresh_interval must be positive, or None for no refreshing")
-        self._url = None if base_url is None else base_url.rstrip("/") + DEFINITIONS_PATH
+        self._base = None if base_url is None else base_url.rstrip("/")
+        self._url = None if self._base is None else self._base + DEFINITIONS_PATH
         self._authorization = authorization_header(api_key) if api_key else None
         self._timeout = timeout
         self._refresh_interval = refresh_interval
@@ -173,6 +186,39 @@ class NexusClient:
     def flags(self) -> FlagSet:
         """The flags being served right now."""
         return self._definitions.flags
+
+    # --- consent -----------------------------------------------------------------------------
+
+    def consent(
+        self, visitor_id: str, purposes: Mapping[str, bool], *, source: str | None = None
+    ) -> dict[str, Any]:
+        """Record a visitor's consent per purpose (``analytics``, ``emotion_analysis``,
+        ``personalisation``, ``marketing``) with ``POST /v1/consent``; returns the server's
+        answer (the visitor's answers and what is permitted).
+
+        Unlike evaluation this raises: a consent answer that was not recorded must not pass
+        silently. :class:`ConsentNotRecorded` says why.
+        """
+        if self._base is None or self._http is None:
+            raise ConsentNotRecorded("this client has no server (base_url) to record consent")
+        body: dict[str, Any] = {"visitor_id": visitor_id, "purposes": dict(purposes)}
+        if source is not None:
+            body["source"] = source
+        headers = {"Accept": "application/json"}
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization
+        try:
+            response = self._http.post(
+                self._base + CONSENT_PATH, json=body, headers=headers, timeout=self._timeout
+            )
+        except httpx.HTTPError as error:
+            raise ConsentNotRecorded(f"could not reach {self._base}: {error!r}") from error
+        if response.status_code != httpx.codes.OK:
+            raise ConsentNotRecorded(
+                f"{self._base}{CONSENT_PATH} answered {response.status_code}: {response.text[:300]}"
+            )
+        answer: dict[str, Any] = response.json()
+        return answer
 
     # --- fetching ----------------------------------------------------------------------------
 

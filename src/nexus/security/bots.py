@@ -518,7 +518,9 @@ class BotDetector:
     hysteresis``. ``max_visitors``: the least recently seen visitors are forgotten beyond this
     many. ``seed``: seeds the anomaly model's random trees. ``anomaly_trees``,
     ``anomaly_height``, ``anomaly_window``: Half-Space Trees' ``n_trees``, ``height`` and
-    ``window_size``.
+    ``window_size``. ``rejudge_every``: once a visitor has ``min_events`` events, the
+    behavioural verdict (features and the anomaly model, the costly part) is recomputed on
+    every that-many-th event and kept in between; a user-agent match is always immediate.
     """
 
     def __init__(
@@ -533,7 +535,10 @@ class BotDetector:
         anomaly_trees: int = 10,
         anomaly_height: int = 8,
         anomaly_window: int = 128,
+        rejudge_every: int = 1,
     ) -> None:
+        if rejudge_every < 1:
+            raise ValueError("rejudge_every must be at least 1")
         if not 0.0 < threshold <= 1.0:
             raise ValueError("threshold must be in (0, 1]")
         if min_events < 3:  # see behaviour_features
@@ -550,6 +555,7 @@ class BotDetector:
         self.hysteresis = hysteresis
         self.max_visitors = max_visitors
         self.seed = seed
+        self.rejudge_every = rejudge_every
         self._visitors: OrderedDict[str, _Visitor] = OrderedDict()
         self._model: _AnomalyModel = anomaly.HalfSpaceTrees(
             n_trees=anomaly_trees, height=anomaly_height, window_size=anomaly_window, seed=seed
@@ -580,7 +586,13 @@ class BotDetector:
             if state.crawler is None:
                 state.crawler = is_known_crawler(user_agent)
 
-        state.verdict = self._judge(state)
+        if (
+            state.crawler is not None
+            or state.verdict is None
+            or len(state.times) < self.min_events
+            or state.events % self.rejudge_every == 0
+        ):
+            state.verdict = self._judge(state)
         return state.verdict
 
     def verdict(self, visitor: str) -> BotVerdict | None:
