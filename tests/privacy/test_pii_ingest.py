@@ -4,11 +4,15 @@ crypto-shredding."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from nexus.api.app import create_app
+from nexus.core.settings import Settings
 from nexus.events.pipeline import decode_record
+from nexus.storage.database import Database
 from tests.conftest import World, bearer
 from tests.events.conftest import wait_for_ids
 
@@ -220,3 +224,32 @@ def test_key_rotation_rewraps_and_old_values_still_open(client: TestClient, worl
     assert privacy.decrypt_fields(world.a.id, later["k-2"]["traits"]["email"], "k-2") == EMAIL
     refused = client.post("/v1/privacy/keys/rotate", headers=bearer(world.a.read_only_key))
     assert refused.status_code == 403
+
+
+def test_person_names_through_a_configured_ner_model(
+    settings: Settings, database: Database, tmp_path: Path, world: World
+) -> None:
+    """The optional NER path, with a real spaCy pipeline saved to disk (a rule-based
+    EntityRuler stands in for a statistical model: the wiring is what is tested)."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "PERSON", "pattern": [{"LOWER": "jane"}, {"LOWER": "doe"}]}])
+    model = tmp_path / "ner-model"
+    nlp.to_disk(model)
+    configured = settings.model_copy(update={"pii_ner_model": str(model)})
+    with TestClient(create_app(configured, configure_logs=False)) as client:
+        _rules(client, world, {"entities": {"PERSON": "mask"}})
+        events = _send(
+            client,
+            world,
+            {
+                "type": "track",
+                "event": "Chat Message",
+                "messageId": "n-1",
+                "anonymousId": "v-n",
+                "properties": {"message": f"This is Jane Doe, write to {EMAIL}"},
+            },
+        )
+    assert events["n-1"]["properties"]["message"] == "This is <PERSON>, write to <EMAIL_ADDRESS>"

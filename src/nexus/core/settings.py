@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         "opt_in permits a purpose only once granted (GDPR's rule for anything not strictly "
         "necessary); opt_out permits it unless denied.",
     )
+    pii_ner_model: str | None = Field(
+        default=None,
+        description="A spaCy model (installed package name or saved pipeline directory) for "
+        "person-name detection; unset, PERSON rules are refused (pattern recognizers only).",
+    )
     retention_interval: float = Field(
         default=3600.0,
         gt=0,

@@ -33,6 +33,7 @@ import functools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import phonenumbers
@@ -171,7 +172,8 @@ class PropertyNameContext(ContextAwareEnhancer):
 def spacy_ner_engine(model: str = "en_core_web_sm", *, language: str = LANGUAGE) -> NlpEngine:
     """A spaCy NLP engine for the optional person-name (``PERSON``) detection.
 
-    The model must already be installed as a Python package: presidio's spaCy engine would
+    ``model`` is an installed spaCy model package or a directory a spaCy pipeline was saved
+    to (``nlp.to_disk``). The model must already be installed: presidio's spaCy engine would
     otherwise download it on load, and NEXUS makes no network call at run time.
 
     Raises:
@@ -180,7 +182,7 @@ def spacy_ner_engine(model: str = "en_core_web_sm", *, language: str = LANGUAGE)
     """
     import spacy.util  # noqa: PLC0415
 
-    if not spacy.util.is_package(model):
+    if not (spacy.util.is_package(model) or Path(model).is_dir()):
         raise NerModelMissing(
             f"person-name detection needs the spaCy model {model!r}, which is not installed: "
             f"install it into this environment (pip install {model}, from a wheel you host, "

@@ -27,7 +27,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from cryptography.hazmat.primitives import hashes
@@ -58,8 +58,18 @@ from nexus.privacy.keystore import (
     shred_subject,
 )
 from nexus.privacy.models import PiiSettings, PrivacySettingsRead, SubjectRequestRead
-from nexus.privacy.pii import PiiAction, PiiDetector, PiiPolicy, PiiPolicyError, PiiRedactor
+from nexus.privacy.pii import (
+    BUILTIN_ENTITIES,
+    PiiAction,
+    PiiDetector,
+    PiiPolicy,
+    PiiPolicyError,
+    PiiRedactor,
+)
 from nexus.storage.database import Database
+
+if TYPE_CHECKING:
+    from presidio_analyzer.nlp_engine import NlpEngine
 
 log = get_logger("nexus.privacy")
 POLICY_TTL_SECONDS = 5.0
@@ -91,17 +101,21 @@ class Redaction:
     shared: PiiRedactor | None
 
 
-def pii_policy(pii: PiiSettings) -> PiiPolicy:
-    """The API's PII settings as the redaction core's policy (validated: 422 on bad rules)."""
-    if "PERSON" in pii.entities:
+def pii_policy(pii: PiiSettings, *, ner: bool = False) -> PiiPolicy:
+    """The API's PII settings as the redaction core's policy (validated: 422 on bad rules).
+    ``ner``: whether this server has a named-entity model (``PERSON`` rules need one)."""
+    if "PERSON" in pii.entities and not ner:
         raise InvalidInput(
             "pii.entities.PERSON: person names need an NER model, which this server does not "
-            "load (pattern recognizers only); see docs/privacy.md, 'Person names'.",
+            "load (set NEXUS_PII_NER_MODEL); see docs/privacy.md, 'Person names'.",
             errors=[FieldError(("body", "pii", "entities", "PERSON"), "needs NER", "ner_required")],
         )
     entity_actions: dict[str, str] = {str(k): str(v) for k, v in pii.entities.items()}
     for custom in pii.custom_patterns:
         entity_actions[custom.name] = custom.action
+    entities = None
+    if "PERSON" in pii.entities:
+        entities = [*BUILTIN_ENTITIES, "PERSON", *(c.name for c in pii.custom_patterns)]
     try:
         return PiiPolicy.from_mapping(
             {
@@ -111,6 +125,7 @@ def pii_policy(pii: PiiSettings) -> PiiPolicy:
                     {"name": c.name, "regex": c.pattern, "score": c.score}
                     for c in pii.custom_patterns
                 ],
+                "entities": entities,
             }
         )
     except PiiPolicyError as exc:
@@ -212,6 +227,7 @@ class PrivacyRuntime:
         self._policies: dict[str, Policy] = {}
         self._consent: OrderedDict[tuple[str, str], ConsentState] = OrderedDict()
         self._data_keys: OrderedDict[tuple[str, str], DataKey] = OrderedDict()
+        self._ner: NlpEngine | None = None
         self._lock = threading.Lock()
         self.counters: dict[str, Counters] = {}
         self._hash_root = settings.signing_key
@@ -275,8 +291,9 @@ class PrivacyRuntime:
         """The PII rules of the policy, compiled (``None`` when PII redaction is off)."""
         if not policy.settings.pii.enabled:
             return None
-        rules = pii_policy(policy.settings.pii)
-        detector = PiiDetector.for_policy(rules)
+        rules = pii_policy(policy.settings.pii, ner=self.settings.pii_ner_model is not None)
+        engine = self.ner_engine() if "PERSON" in rules.enabled_entities else None
+        detector = PiiDetector.for_policy(rules, nlp_engine=engine)
         encrypts = PiiAction.ENCRYPT in rules.actions_used
         shared = None
         if not encrypts:
@@ -289,7 +306,21 @@ class PrivacyRuntime:
         """Refuse PII rules that cannot work (a bad pattern, an entity that needs the NER
         extra) with a 422 naming the rule."""
         if pii is not None:
-            pii_policy(pii)
+            pii_policy(pii, ner=self.settings.pii_ner_model is not None)
+
+    def ner_engine(self) -> NlpEngine:
+        """The spaCy engine of ``NEXUS_PII_NER_MODEL``, loaded once per process."""
+        with self._lock:
+            if self._ner is None:
+                model = self.settings.pii_ner_model
+                assert model is not None
+                # presidio and spaCy load on first use, not when NEXUS starts.
+                from nexus.privacy.pii_recognizers import spacy_ner_engine  # noqa: PLC0415
+
+                engine = spacy_ner_engine(model)
+                engine.load()
+                self._ner = engine
+            return self._ner
 
     def invalidate(self, workspace_id: str) -> None:
         self._policies.pop(workspace_id, None)

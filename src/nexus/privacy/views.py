@@ -223,4 +223,3 @@ def rotate_keys(request: Request, principal: AdminPrincipal, db: DbSession) -> K
         details={"version": version, "rewrapped": rewrapped},
     )
     return KeyRotation(version=version, rewrapped=rewrapped)
-
