@@ -164,7 +164,12 @@ def test_an_injected_regression_is_rolled_back_by_itself(
 ) -> None:
     """No manual step: the server's own worker checks every 0.2 s and rolls back."""
     fast = settings.model_copy(
-        update={"rollout_check_interval": 0.2, "decide_learn_interval": 0.05}
+        update={
+            "rollout_check_interval": 0.2,
+            "decide_learn_interval": 0.05,
+            # The test's receiver listens on 127.0.0.1.
+            "webhook_allow_private": True,
+        }
     )
     url, received = webhook
     secret, public = bearer(world.a.secret_key), basic(world.a.write_key)

@@ -192,3 +192,18 @@ def test_retention_deletes_expired_events(client: TestClient, world: World) -> N
         ]
         is None
     )
+
+
+def test_a_key_used_for_the_first_time_can_erase(client: TestClient, world: World) -> None:
+    """Recording the key's first use must not hold the database's write lock while erasure
+    writes through its own sessions (SQLite would wait out its busy timeout, then fail)."""
+    created = client.post(
+        "/v1/keys",
+        json={"name": "dpo", "scopes": ["read", "admin"]},
+        headers=bearer(world.a.secret_key),
+    )
+    assert created.status_code == 201, created.text
+    fresh = created.json()["token"]
+    for path in ("/v1/privacy/exports", "/v1/privacy/erasures"):
+        response = client.post(path, json={"visitor_id": "nobody"}, headers=bearer(fresh))
+        assert response.status_code in (200, 201), (path, response.text)

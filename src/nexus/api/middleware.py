@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nexus.api.problems import problem_from_error
+from nexus.api.problems import internal_error, problem_from_error
 from nexus.core.errors import ConfigurationError, NexusError, PayloadTooLarge, RateLimited
 from nexus.core.ids import new_id
 from nexus.core.logging import get_logger, request_id_var
@@ -34,6 +34,7 @@ from nexus.workspaces.models import Principal
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 access_log = get_logger("nexus.access")
+log = get_logger("nexus.api")
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -92,10 +93,12 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
+        responding = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responding
             if message["type"] == "http.response.start":
+                responding = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
@@ -106,6 +109,14 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # An error no handler took (one raised in a middleware, or past the app's own
+            # handlers): answered here, inside this middleware, so the 500 carries the request
+            # id and the security headers like every other answer.
+            if responding:
+                raise
+            log.exception("unhandled error", path=scope.get("path"), method=scope.get("method"))
+            await internal_error(Request(scope))(scope, receive, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
             template = self.metrics.route_templates.get(id(scope.get("route")), "unmatched")

@@ -80,6 +80,17 @@ def problem_response(
     )
 
 
+def internal_error(request: Request | None) -> Response:
+    """The 500 of an unexpected error: nothing about it but the request id."""
+    return problem_response(
+        request,
+        status=500,
+        code="internal-error",
+        title="Internal error",
+        detail="Something went wrong on our side; the request id identifies it in the logs.",
+    )
+
+
 def problem_from_error(request: Request | None, exc: NexusError) -> Response:
     return problem_response(
         request,
@@ -135,13 +146,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", path=request.url.path, method=request.method)
-        return problem_response(
-            request,
-            status=500,
-            code="internal-error",
-            title="Internal error",
-            detail="Something went wrong on our side; the request id identifies it in the logs.",
-        )
+        return internal_error(request)
 
     app.add_exception_handler(NexusError, on_nexus_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         description="A spaCy model (installed package name or saved pipeline directory) for "
         "person-name detection; unset, PERSON rules are refused (pattern recognizers only).",
     )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks go to loopback, private and link-local addresses (receivers "
+        "on an internal network); off, such URLs are refused (SSRF).",
+    )
     retention_interval: float = Field(
         default=3600.0,
         gt=0,

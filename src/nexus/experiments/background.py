@@ -33,7 +33,12 @@ from nexus.events.normalize import EventRow, track_row
 from nexus.experiments import guard, service
 from nexus.experiments.decisions import ADAPTATION_POLICY, DecisionRuntime
 from nexus.security.signing import SignatureError
-from nexus.security.webhooks import WebhookSigner, keys_directory
+from nexus.security.webhooks import (
+    WebhookSigner,
+    WebhookTargetRefused,
+    keys_directory,
+    resolve_webhook_target,
+)
 from nexus.storage.database import Database
 
 log = get_logger("nexus.experiments")
@@ -58,7 +63,11 @@ class DecisionWorker:
         self.events = events_runtime
         self.database = database
         self.settings = settings
-        self._post = post or functools.partial(_post_webhook, keys_dir=keys_directory(settings))
+        self._post = post or functools.partial(
+            _post_webhook,
+            keys_dir=keys_directory(settings),
+            allow_private=settings.webhook_allow_private,
+        )
         self._last_rollout_check = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self.notices: list[dict[str, Any]] = []
@@ -179,12 +188,21 @@ class DecisionWorker:
         await run_in_threadpool(self.save_policies, self.runtime.dirty_states())
 
 
-def _post_webhook(url: str, notice: dict[str, Any], *, keys_dir: Path) -> None:
+def _post_webhook(
+    url: str, notice: dict[str, Any], *, keys_dir: Path, allow_private: bool = False
+) -> None:
     """POST ``notice`` as JSON, signed with the deployment's webhook key (docs/webhooks.md).
 
     The body is serialised here, once, so the bytes signed are the bytes sent. Without a
     usable key nothing is sent: an unsigned notice would teach receivers to accept forgeries.
+    Nor is anything sent to a host that resolves into this server's own network (SSRF), and
+    redirects are not followed.
     """
+    try:
+        resolve_webhook_target(url, allow_private=allow_private)
+    except WebhookTargetRefused as exc:
+        log.warning("rollout webhook not sent: target refused", url=url, reason=str(exc))
+        return
     body = json.dumps(notice, separators=(",", ":")).encode()
     try:
         signed = WebhookSigner.from_directory(keys_dir).signed_headers(body)

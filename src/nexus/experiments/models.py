@@ -12,7 +12,7 @@ import itertools
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -553,9 +553,19 @@ class DecisionSettingsBody(BaseModel):
     context_attributes: list[Attribute] = Field(
         default_factory=list,
         max_length=20,
-        description="Numeric visitor attributes the adaptation policy sees besides emotion.",
+        json_schema_extra={"uniqueItems": True},
+        description="Numeric visitor attributes the adaptation policy sees besides emotion "
+        "(each once).",
     )
     webhook_url: Annotated[str, Field(max_length=2000, pattern=r"^https?://[!-~]+$")] | None = None
+
+    @field_validator("context_attributes")
+    @classmethod
+    def _each_attribute_once(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"each attribute may appear once; repeated: {', '.join(repeated)}")
+        return value
 
 
 class DecisionSettingsRead(DecisionSettingsBody):

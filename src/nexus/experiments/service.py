@@ -703,7 +703,10 @@ def get_decision_settings(session: Session, *, workspace_id: str) -> DecisionSet
     row = session.get(DecisionSettings, workspace_id)
     if row is None:
         return DecisionSettingsRead(**DecisionSettingsBody().model_dump(), updated_at=None)
-    return DecisionSettingsRead(**row.document, updated_at=row.updated_at)
+    document = dict(row.document)
+    # Settings stored before repeats were refused: each attribute once, in order.
+    document["context_attributes"] = list(dict.fromkeys(document.get("context_attributes", [])))
+    return DecisionSettingsRead(**document, updated_at=row.updated_at)
 
 
 def put_decision_settings(
@@ -731,7 +734,10 @@ def put_decision_settings(
         target=workspace_id,
         details={"changed": _changed(before, document)},
     )
-    return DecisionSettingsRead(**row.document, updated_at=row.updated_at)
+    document = dict(row.document)
+    # Settings stored before repeats were refused: each attribute once, in order.
+    document["context_attributes"] = list(dict.fromkeys(document.get("context_attributes", [])))
+    return DecisionSettingsRead(**document, updated_at=row.updated_at)
 
 
 def load_bandit_state(session: Session, *, workspace_id: str, name: str) -> dict[str, Any] | None:

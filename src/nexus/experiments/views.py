@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nexus.core.errors import FieldError, InvalidInput
 from nexus.core.logging import get_logger
+from nexus.core.settings import Settings
 from nexus.events.bots import BotMarker
 from nexus.events.service import EventsRuntime
 from nexus.events.store import EventStore
@@ -43,6 +44,7 @@ from nexus.experiments.models import (
     RolloutRead,
 )
 from nexus.privacy.runtime import PrivacyRuntime
+from nexus.security.webhooks import WebhookTargetRefused, check_webhook_url
 from nexus.storage.pagination import Paginated
 from nexus.workspaces.deps import Authorize, DbSession, FastAuthorize, PageQuery
 from nexus.workspaces.models import Permission, Principal
@@ -480,6 +482,15 @@ def read_decision_settings(principal: ReadPrincipal, db: DbSession) -> DecisionS
 def put_decision_settings(
     body: DecisionSettingsBody, principal: WritePrincipal, db: DbSession, request: Request
 ) -> DecisionSettingsRead:
+    if body.webhook_url is not None:
+        settings: Settings = request.app.state.settings
+        try:
+            check_webhook_url(body.webhook_url, allow_private=settings.webhook_allow_private)
+        except WebhookTargetRefused as exc:
+            raise InvalidInput(
+                f"webhook_url: {exc}.",
+                errors=[FieldError(("body", "webhook_url"), str(exc), "webhook_target")],
+            ) from None
     result = service.put_decision_settings(
         db, workspace_id=_workspace(principal), data=body, actor=service.actor_of(principal)
     )

@@ -18,14 +18,17 @@ their file is removed, which is how a key is rotated without receivers missing a
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from nexus.core.ids import new_id
 from nexus.core.settings import Settings
@@ -267,3 +270,70 @@ def _write_key(
         temporary.unlink(missing_ok=True)
         raise
     return created_ns, key
+
+
+# --- where webhooks may go ------------------------------------------------------------------
+
+
+class WebhookTargetRefused(ValueError):
+    """A webhook URL aimed at the server's own network (SSRF), refused."""
+
+
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
+
+
+def _refused_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address (cloud metadata services live there)"
+    if address.is_private:
+        return "a private-network address"
+    if address.is_multicast or address.is_unspecified or address.is_reserved:
+        return "a reserved address"
+    return None
+
+
+def check_webhook_url(url: str, *, allow_private: bool = False) -> None:
+    """Refuse a webhook URL whose host names this server's own network: loopback, private,
+    link-local (the cloud metadata service) or reserved addresses, and ``localhost``-like
+    names. ``allow_private`` (``NEXUS_WEBHOOK_ALLOW_PRIVATE``) lets an operator send to
+    receivers on an internal network. Names are resolved again when sending
+    (:func:`resolve_webhook_target`), so a name that later resolves inward is refused then."""
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise WebhookTargetRefused("a webhook URL must be http(s) with a host")
+    if allow_private:
+        return
+    host = parsed.hostname.rstrip(".").lower()
+    if host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
+        raise WebhookTargetRefused(f"the webhook host {host!r} names this machine's network")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name: checked when it is resolved, at send time
+    why = _refused_address(address)
+    if why is not None:
+        raise WebhookTargetRefused(
+            f"the webhook host {host} is {why}; set NEXUS_WEBHOOK_ALLOW_PRIVATE=true to send "
+            "to receivers on an internal network"
+        )
+
+
+def resolve_webhook_target(url: str, *, allow_private: bool = False) -> None:
+    """At send time: refuse the URL if its host resolves to an address
+    :func:`check_webhook_url` would refuse (DNS may point a public-looking name inward)."""
+    check_webhook_url(url, allow_private=allow_private)
+    if allow_private:
+        return
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise WebhookTargetRefused(f"the webhook host {host!r} does not resolve: {exc}") from None
+    for info in infos:
+        why = _refused_address(ipaddress.ip_address(info[4][0]))
+        if why is not None:
+            raise WebhookTargetRefused(f"the webhook host {host!r} resolves to {why}")

@@ -176,6 +176,10 @@ def Authorize(  # noqa: N802 - reads as a type annotation: Annotated[Principal, 
     def authorize(request: Request, db: DbSession) -> Principal:
         workspace_id = request.path_params.get(workspace_param) if workspace_param else None
         principal = identify(request, db, workspace_id)
+        # Identifying may write (a key's last use, a session's expiry): commit it now, so the
+        # request does not hold the database's write lock while the endpoint runs (SQLite
+        # has one; work an endpoint hands to other sessions would wait on it).
+        db.commit()
         if permission is None:
             return principal
         enforce(principal, permission, resource=resource, workspace_id=workspace_id)
