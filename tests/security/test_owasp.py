@@ -18,11 +18,9 @@ import json
 import logging
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import ExitStack
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -51,6 +49,7 @@ from nexus.workspaces import service as workspaces
 from nexus.workspaces.deps import CSRF_HEADER, PUBLIC, SESSION_COOKIE, Authorize
 from nexus.workspaces.models import Permission, Principal, Role
 from tests.conftest import PASSWORD, World, _hidden_value, bearer, login
+from tests.security.conftest import Received
 
 PROBLEM = "application/problem+json"
 MakeClient = Callable[..., TestClient]
@@ -977,31 +976,6 @@ def test_api9_an_unguarded_route_stops_the_app_from_starting(
 
 
 # --- API10:2023 Unsafe Consumption of APIs ------------------------------------------------------
-
-Received = list[tuple[dict[str, str], bytes]]
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, Received]]:
-    """A real HTTP server on loopback that records each POST it gets."""
-    received: Received = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            received.append((dict(self.headers.items()), self.rfile.read(length)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            return
-
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/nexus", received
-    server.shutdown()
-    server.server_close()
 
 
 def test_api10_outbound_webhooks_are_signed(

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import re
 import stat
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,6 +35,7 @@ from nexus.security.webhooks import (
     public_keys_from_document,
     verify_webhook,
 )
+from tests.security.conftest import Received
 
 NOW = 1_767_225_600
 BODY = b'{"type":"rollout.rolled_back","rollout_id":"ro_1","reason":"errors regressed"}'
@@ -397,37 +396,16 @@ def test_the_recipe_in_the_docs_verifies_and_refuses(
 # -- end to end: the rollout webhook ------------------------------------------------------------
 
 
-Received = list[tuple[dict[str, str], bytes]]
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, Received]]:
-    """A real HTTP server recording each POST's headers and raw body."""
-    received: Received = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            received.append((dict(self.headers.items()), self.rfile.read(length)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            return
-
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/nexus", received
-    server.shutdown()
-    server.server_close()
-
-
 def test_the_rollout_webhook_verifies_with_the_published_keys(
     tmp_path: Path, receiver: tuple[str, Received]
 ) -> None:
     url, received = receiver
-    settings_ = Settings(env=Environment.TEST, data_dir=tmp_path / "data", log_level="warning")
+    settings_ = Settings(
+        env=Environment.TEST,
+        data_dir=tmp_path / "data",
+        log_level="warning",
+        webhook_allow_private=True,  # the receiver listens on 127.0.0.1
+    )
     # The worker's own webhook function, as wired to the deployment's data_dir.
     nothing = cast(Any, None)
     worker = DecisionWorker(
@@ -454,5 +432,6 @@ def test_no_webhook_is_sent_unsigned(tmp_path: Path, receiver: tuple[str, Receiv
     WebhookSigner.from_directory(keys_dir)
     for path in keys_dir.iterdir():
         path.write_text("not json")
-    _post_webhook(url, {"type": "rollout.rolled_back"}, keys_dir=keys_dir)
+    # Allowed to reach the receiver: only the unusable key may stop the notice.
+    _post_webhook(url, {"type": "rollout.rolled_back"}, keys_dir=keys_dir, allow_private=True)
     assert received == []
