@@ -108,6 +108,7 @@ def create_app(
         events.pipeline.enrich = emotion.enrich
         worker = _decision_engine(app, database, events, emotion, settings)
         privacy = _privacy_engine(app, database, events, settings)
+        await run_in_threadpool(privacy.warm_up)
         events.start()
         worker.start()
         retention = asyncio.create_task(_retention_schedule(privacy, settings))

@@ -29,7 +29,8 @@ _NAME = ROW_FIELDS.index("name")
 _TS = ROW_FIELDS.index("timestamp")
 _PROPERTIES = ROW_FIELDS.index("properties")
 _CONTEXT = ROW_FIELDS.index("context")
-REJUDGE_EVERY = 5
+REJUDGE_EVERY = 8
+_NO_CONTEXT: dict[str, Any] = {}
 
 
 def _visitor(workspace_id: str, row: EventRow) -> str | None:
@@ -66,26 +67,36 @@ class BotMarker:
 
     def mark(self, workspace_id: str, rows: Sequence[EventRow]) -> list[EventRow]:
         out: list[EventRow] = []
-        for row in rows:
-            key = _visitor(workspace_id, row)
-            if key is None:
+        observe = self.detector.observe
+        with self._lock:
+            verdicts: list[BotVerdict | None] = []
+            for row in rows:
+                key = _visitor(workspace_id, row)
+                if key is None:
+                    verdicts.append(None)
+                    continue
+                raw = row[_CONTEXT]
+                # Parsed only when it holds what the score reads (most contexts do not).
+                context = _NO_CONTEXT
+                if raw and ('"userAgent"' in raw or '"page"' in raw):
+                    parsed = orjson.loads(raw)
+                    context = parsed if isinstance(parsed, dict) else _NO_CONTEXT
+                agent = context.get("userAgent")
+                verdicts.append(
+                    observe(
+                        key,
+                        at=row[_TS] / 1_000_000,
+                        path=_page(row, context),
+                        user_agent=agent if isinstance(agent, str) else None,
+                    )
+                )
+        for row, verdict in zip(rows, verdicts, strict=True):
+            if verdict is None or not verdict.is_bot:
                 out.append(row)
                 continue
-            raw = row[_CONTEXT]
-            context = orjson.loads(raw) if raw else {}
+            context = orjson.loads(row[_CONTEXT]) if row[_CONTEXT] else {}
             if not isinstance(context, dict):
                 context = {}
-            agent = context.get("userAgent")
-            with self._lock:
-                verdict = self.detector.observe(
-                    key,
-                    at=row[_TS] / 1_000_000,
-                    path=_page(row, context),
-                    user_agent=agent if isinstance(agent, str) else None,
-                )
-            if not verdict.is_bot:
-                out.append(row)
-                continue
             context["bot"] = {"score": round(verdict.score, 3), "reasons": list(verdict.reasons)}
             marked = list(row)
             marked[_CONTEXT] = orjson.dumps(context).decode()

@@ -86,6 +86,11 @@ _MESSAGE, _USER, _ANON = 0, 3, 4
 _PREVIOUS = 6
 _PROPERTIES, _TRAITS, _CONTEXT = 12, 13, 14
 _ID_COLUMNS = (_USER, _ANON, _PREVIOUS)
+PREFILTER_MEMO_TEXT = 512
+PREFILTER_MEMO_SIZE = 50_000
+# An id that may be PII as a whole: an e-mail address, or a phone number in E.164 form.
+# Numeric ids (a shop's customer number) are ids, not phone numbers: never rewritten.
+_PII_SHAPED_ID = re.compile(r"^(?:[^@\s]+@[^@\s]+\.[^@\s]+|\+[\d ().-]{7,30})$")
 # Context keys scanned for no PII: the client's description of itself.
 SAFE_CONTEXT_KEYS = ("userAgent", "userAgentData", "library", "locale", "timezone", "screen")
 _SECTIONS = ((_PROPERTIES, "properties"), (_TRAITS, "traits"), (_CONTEXT, "context"))
@@ -99,6 +104,7 @@ class Redaction:
     rules: PiiPolicy
     detector: PiiDetector
     shared: PiiRedactor | None
+    prefilter_memo: dict[str, bool] = field(default_factory=dict)
 
 
 def pii_policy(pii: PiiSettings, *, ner: bool = False) -> PiiPolicy:
@@ -308,6 +314,12 @@ class PrivacyRuntime:
         if pii is not None:
             pii_policy(pii, ner=self.settings.pii_ner_model is not None)
 
+    def warm_up(self) -> None:
+        """Load presidio (and spaCy under it) and build the default analyzer now, at start,
+        like the emotion models: the first event with PII must not pay seconds of imports
+        while the server is taking traffic."""
+        PiiDetector.for_policy(PiiPolicy()).detect("warm-up: ada@example.com")
+
     def ner_engine(self) -> NlpEngine:
         """The spaCy engine of ``NEXUS_PII_NER_MODEL``, loaded once per process."""
         with self._lock:
@@ -444,8 +456,10 @@ class PrivacyRuntime:
         """
         counters = self.counters_of(policy.workspace_id)
         kept: list[list[Any]] = []
+        # Nobody in the workspace answered yet: one answer for every row.
+        everyone = None if policy.has_consents else Permissions.of(NO_ANSWERS, policy.mode)
         for row in rows:
-            allowed = self.permissions(policy, (row[_USER], row[_ANON]))
+            allowed = everyone or self.permissions(policy, (row[_USER], row[_ANON]))
             if not allowed.analytics:
                 counters.events_dropped += 1
                 continue
@@ -466,21 +480,8 @@ class PrivacyRuntime:
         redaction = policy.redactor
         assert redaction is not None
         detector = redaction.detector
-        parsed: dict[str, Any] = {}
-        kept_aside: dict[str, Any] = {}
-        for index, name in _SECTIONS:
-            raw = row[index]
-            if not raw or not detector.could_contain(raw):
-                continue
-            value = orjson.loads(raw)
-            if name == "context" and isinstance(value, dict):
-                # What browsers and SDKs describe themselves with holds no person's data but
-                # looks like it to patterns (a user agent's 129.0.0.0 is IP-shaped).
-                kept_aside = {k: value.pop(k) for k in SAFE_CONTEXT_KEYS if k in value}
-                if not detector.could_contain(orjson.dumps(value).decode()):
-                    continue
-            parsed[name] = value
-        ids = [i for i in _ID_COLUMNS if row[i] and detector.could_contain(row[i])]
+        parsed, kept_aside = _sections_to_scan(redaction, row)
+        ids = [i for i in _ID_COLUMNS if row[i] and _PII_SHAPED_ID.match(row[i])]
         if not parsed and not ids:
             return row
         redactor = redaction.shared or self._row_redactor(policy, redaction, row)
@@ -573,6 +574,8 @@ class PrivacyRuntime:
     def pseudonym(self, workspace_id: str, value: str, *, detector: PiiDetector) -> str:
         """``value`` if it is not PII as a whole, else its keyed hash (deterministic, so that
         identity stitching still works on the hashed id)."""
+        if not _PII_SHAPED_ID.match(value):
+            return value
         findings = detector.detect(value)
         whole = [f for f in findings if f.start == 0 and f.end == len(value)]
         if not whole:
@@ -718,6 +721,48 @@ class PrivacyRuntime:
                         )
                     )
         return reports
+
+
+def _sections_to_scan(
+    redaction: Redaction, row: list[Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON sections of ``row`` that may hold PII, parsed, and the context keys set aside
+    (to put back after redaction)."""
+    parsed: dict[str, Any] = {}
+    kept_aside: dict[str, Any] = {}
+    for index, name in _SECTIONS:
+        raw = row[index]
+        if not raw:
+            continue
+        if name == "context" and any(f'"{k}"' in raw for k in SAFE_CONTEXT_KEYS):
+            # What browsers and SDKs describe themselves with holds no person's data but looks
+            # like it to patterns (a user agent's 129.0.0.0 is IP-shaped), and is long: set
+            # aside before the prefilter reads the rest.
+            value = orjson.loads(raw)
+            if isinstance(value, dict):
+                kept_aside = {k: value.pop(k) for k in SAFE_CONTEXT_KEYS if k in value}
+                if value and _could_contain(redaction, orjson.dumps(value).decode()):
+                    parsed[name] = value
+                continue
+        if _could_contain(redaction, raw):
+            parsed[name] = orjson.loads(raw)
+    return parsed, kept_aside
+
+
+def _could_contain(redaction: Redaction, text: str) -> bool:
+    """The detector's prefilter, remembered for short texts: the same page context or
+    property set comes back event after event. Bounded; cleared when full; a recompiled
+    policy starts a new memo."""
+    if len(text) > PREFILTER_MEMO_TEXT:
+        return redaction.detector.could_contain(text)
+    memo = redaction.prefilter_memo
+    known = memo.get(text)
+    if known is None:
+        known = redaction.detector.could_contain(text)
+        if len(memo) >= PREFILTER_MEMO_SIZE:
+            memo.clear()
+        memo[text] = known
+    return known
 
 
 def _count(data: Any) -> int:

@@ -433,6 +433,10 @@ def _noisy_or(pieces: Sequence[_Piece]) -> float:
     return 1.0 - keep
 
 
+_MISSING_UA_SCORE: Final = round(_noisy_or([(W_MISSING_UA, 1.0, "user-agent:missing")]), 6)
+_MISSING_UA_REASONS: Final = ("user-agent:missing",) if _REPORTED <= 1.0 else ()
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. The detector
 # ---------------------------------------------------------------------------------------------
@@ -616,6 +620,13 @@ class BotDetector:
             # Conclusive and sticky: a visitor that once declared itself a crawler stays one.
             state.flagged = True
             return BotVerdict(1.0, True, (f"user-agent:{state.crawler}",), state.events)
+
+        if len(state.times) < self.min_events and not state.flagged:
+            # Too few events for behaviour to count: only the user agent speaks, which alone
+            # never reaches the threshold (the cheap path every new visitor takes).
+            if state.saw_user_agent:
+                return BotVerdict(0.0, False, (), state.events)
+            return BotVerdict(_MISSING_UA_SCORE, False, _MISSING_UA_REASONS, state.events)
 
         pieces: list[_Piece] = []
         if not state.saw_user_agent:
