@@ -25,11 +25,13 @@ from nexus.security.bots import BotDetector, BotVerdict
 _USER = ROW_FIELDS.index("user_id")
 _ANON = ROW_FIELDS.index("anonymous_id")
 _TYPE = ROW_FIELDS.index("type")
+_EVENT = ROW_FIELDS.index("event")
 _NAME = ROW_FIELDS.index("name")
 _TS = ROW_FIELDS.index("timestamp")
 _PROPERTIES = ROW_FIELDS.index("properties")
 _CONTEXT = ROW_FIELDS.index("context")
 REJUDGE_EVERY = 8
+SYSTEM_EVENTS = frozenset({"$decision", "$exposure"})
 _NO_CONTEXT: dict[str, Any] = {}
 
 
@@ -68,36 +70,40 @@ class BotMarker:
     def mark(self, workspace_id: str, rows: Sequence[EventRow]) -> list[EventRow]:
         out: list[EventRow] = []
         observe = self.detector.observe
-        with self._lock:
-            verdicts: list[BotVerdict | None] = []
-            for row in rows:
-                key = _visitor(workspace_id, row)
-                if key is None:
-                    verdicts.append(None)
-                    continue
-                raw = row[_CONTEXT]
-                # Parsed only when it holds what the score reads (most contexts do not).
-                context = _NO_CONTEXT
-                if raw and ('"userAgent"' in raw or '"page"' in raw):
-                    parsed = orjson.loads(raw)
-                    context = parsed if isinstance(parsed, dict) else _NO_CONTEXT
-                agent = context.get("userAgent")
-                verdicts.append(
-                    observe(
-                        key,
-                        at=row[_TS] / 1_000_000,
-                        path=_page(row, context),
-                        user_agent=agent if isinstance(agent, str) else None,
-                    )
+        lock = self._lock
+        verdicts: list[BotVerdict | None] = []
+        for row in rows:
+            # What NEXUS itself records about a visitor (decisions, exposures) is not the
+            # visitor's behaviour: it would make anyone who is decided for often look scripted.
+            key = None if row[_EVENT] in SYSTEM_EVENTS else _visitor(workspace_id, row)
+            if key is None:
+                verdicts.append(None)
+                continue
+            raw = row[_CONTEXT]
+            # Parsed only when it holds what the score reads (most contexts do not).
+            context = _NO_CONTEXT
+            if raw and ('"userAgent"' in raw or '"page"' in raw):
+                parsed = orjson.loads(raw)
+                context = parsed if isinstance(parsed, dict) else _NO_CONTEXT
+            agent = context.get("userAgent")
+            # One event at a time under the lock: decide reads verdicts on the event loop
+            # and must never wait for a whole batch.
+            with lock:
+                verdict = observe(
+                    key,
+                    at=row[_TS] / 1_000_000,
+                    path=_page(row, context),
+                    user_agent=agent if isinstance(agent, str) else None,
                 )
-        for row, verdict in zip(rows, verdicts, strict=True):
-            if verdict is None or not verdict.is_bot:
+            verdicts.append(verdict)
+        for row, judged in zip(rows, verdicts, strict=True):
+            if judged is None or not judged.is_bot:
                 out.append(row)
                 continue
             context = orjson.loads(row[_CONTEXT]) if row[_CONTEXT] else {}
             if not isinstance(context, dict):
                 context = {}
-            context["bot"] = {"score": round(verdict.score, 3), "reasons": list(verdict.reasons)}
+            context["bot"] = {"score": round(judged.score, 3), "reasons": list(judged.reasons)}
             marked = list(row)
             marked[_CONTEXT] = orjson.dumps(context).decode()
             self.marked[workspace_id] += 1

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from nexus.events.normalize import ROW_FIELDS, EventRow, row_to_message
 from nexus.events.store import (
+    BOT_MARK,
     AppendResult,
     EmotionRows,
     EmotionScan,
@@ -41,6 +42,7 @@ from nexus.events.store import (
     StepScan,
     StoreBusy,
     WorkspaceBatch,
+    bots_marker,
 )
 
 SCHEMA_VERSION = 2
@@ -116,6 +118,7 @@ _I_PREVIOUS = ROW_FIELDS.index("previous_id")
 _I_TRAITS = ROW_FIELDS.index("traits")
 _I_TS = ROW_FIELDS.index("timestamp")
 _I_MESSAGE = ROW_FIELDS.index("message_id")
+_I_CONTEXT = ROW_FIELDS.index("context")
 
 
 def _json_path(keys: tuple[str, ...]) -> str:
@@ -147,6 +150,7 @@ class DuckDBEventStore(EventStore):
         self._con.execute(_QUIET)
         self._write_lock = threading.Lock()
         self._identified: set[str] = set()
+        self._with_bots: set[str] = set()
         self._con.execute(_SCHEMA)
         self._upgrade()
         # DuckDB imports pandas the first time an Arrow table is registered: pay for it here,
@@ -206,6 +210,15 @@ class DuckDBEventStore(EventStore):
             if not rows:
                 continue
             distinct, persons = self._resolve_identities(con, workspace_id, rows)
+            if workspace_id not in self._with_bots and any(
+                r[_I_CONTEXT] and BOT_MARK in r[_I_CONTEXT] for r in rows
+            ):
+                # Remembered with the events: funnels filter bots out only where there are.
+                con.execute(
+                    "INSERT OR REPLACE INTO store_meta VALUES (?, 1)",
+                    ["marker:" + bots_marker(workspace_id)],
+                )
+                self._with_bots.add(workspace_id)
             columns = list(zip(*rows, strict=True))  # one tuple per field, at C speed
             arrays = [
                 pa.array([workspace_id] * len(rows), pa.string()),

@@ -209,6 +209,15 @@ class StoreBusy(RuntimeError):
     """The store is open in another process (a running server holds the embedded file)."""
 
 
+BOT_MARK = '"bot":{'
+"""How an event judged a bot's looks in its context JSON (``context.bot``, set on ingest)."""
+
+
+def bots_marker(workspace_id: str) -> str:
+    """The :meth:`EventStore.marker` set once a workspace has any event marked as a bot's."""
+    return f"bots:{workspace_id}"
+
+
 class EventStore(ABC):
     """Append-only events with identity, queried for funnels, export and recent lists."""
 

@@ -28,6 +28,7 @@ from nexus.events.store import (
     PropertyFilter,
     PropertyPath,
     StepScan,
+    bots_marker,
 )
 from nexus.funnels import engine
 from nexus.funnels.models import (
@@ -211,9 +212,13 @@ def _condition(event: str, filters: list[PropertyFilterIn]) -> Condition:
     )
 
 
-def _spec(definition: FunnelDefinition) -> tuple[engine.FunnelSpec, tuple[Condition, ...]]:
+def _spec(
+    definition: FunnelDefinition, *, bots_marked: bool = True
+) -> tuple[engine.FunnelSpec, tuple[Condition, ...]]:
+    """The engine's spec and the store's conditions; ``bots_marked``: whether the workspace
+    has any event marked as a bot's (without, leaving bots out needs no filter)."""
     conditions = [_condition(s.event, s.filters) for s in definition.steps]
-    if definition.bots != "include":
+    if definition.bots == "only" or (definition.bots == "exclude" and bots_marked):
         marked = PropertyFilter(BOT_PROPERTY, "is_set", definition.bots == "only")
         conditions = [replace(c, filters=(*c.filters, marked)) for c in conditions]
     steps = tuple(engine.Step(i, s.optional) for i, s in enumerate(definition.steps))
@@ -250,7 +255,8 @@ def analyse(
     identity: IdentityMode = "retroactive",
     with_person_ids: bool = False,
 ) -> Analysis:
-    spec, conditions = _spec(definition)
+    marked = store.marker(bots_marker(workspace_id)) is not None
+    spec, conditions = _spec(definition, bots_marked=marked)
     try:
         breakdown_path = PropertyPath.parse(breakdown) if breakdown else None
     except ValueError as exc:

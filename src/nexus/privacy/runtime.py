@@ -83,7 +83,10 @@ _TOKEN = re.compile(r"<([A-Z][A-Z0-9_]*):enc:([0-9a-f]{32}):(nxf1\.[A-Za-z0-9_-]
 
 # Event row positions (nexus.events.normalize.ROW_FIELDS; events sit above privacy).
 _MESSAGE, _USER, _ANON = 0, 3, 4
+_EVENT = 2
 _PREVIOUS = 6
+# Events NEXUS writes itself (decide's decisions and exposures): no visitor text, no PII.
+SYSTEM_EVENTS = frozenset({"$decision", "$exposure"})
 _PROPERTIES, _TRAITS, _CONTEXT = 12, 13, 14
 _ID_COLUMNS = (_USER, _ANON, _PREVIOUS)
 PREFILTER_MEMO_TEXT = 512
@@ -233,6 +236,7 @@ class PrivacyRuntime:
         self._policies: dict[str, Policy] = {}
         self._consent: OrderedDict[tuple[str, str], ConsentState] = OrderedDict()
         self._data_keys: OrderedDict[tuple[str, str], DataKey] = OrderedDict()
+        self._refreshing: set[str] = set()
         self._ner: NlpEngine | None = None
         self._lock = threading.Lock()
         self.counters: dict[str, Counters] = {}
@@ -267,16 +271,39 @@ class PrivacyRuntime:
     # -- policy ------------------------------------------------------------------------------
 
     def cached_policy(self, workspace_id: str) -> Policy | None:
+        """The workspace's policy if this process has one; ``None`` only before the first
+        load. One older than :data:`POLICY_TTL_SECONDS` is still answered while a background
+        thread reloads it, so the hot paths never wait on the database for it."""
         policy = self._policies.get(workspace_id)
-        if policy is None or time.monotonic() - policy.loaded_at > POLICY_TTL_SECONDS:
+        if policy is None:
             return None
+        if time.monotonic() - policy.loaded_at > POLICY_TTL_SECONDS:
+            with self._lock:
+                starting = workspace_id not in self._refreshing
+                self._refreshing.add(workspace_id)
+            if starting:
+                threading.Thread(
+                    target=self._refresh,
+                    args=(workspace_id,),
+                    name="nexus-privacy-refresh",
+                    daemon=True,
+                ).start()
         return policy
+
+    def _refresh(self, workspace_id: str) -> None:
+        try:
+            self._load_policy(workspace_id)
+        except Exception:
+            log.exception("privacy policy reload failed; keeping the cached one")
+        finally:
+            with self._lock:
+                self._refreshing.discard(workspace_id)
 
     def policy(self, workspace_id: str) -> Policy:
         """The workspace's policy, from the cache or the database (blocking)."""
-        cached = self.cached_policy(workspace_id)
-        if cached is not None:
-            return cached
+        return self.cached_policy(workspace_id) or self._load_policy(workspace_id)
+
+    def _load_policy(self, workspace_id: str) -> Policy:
         with self.database.session() as session:
             read = service.get_settings(
                 session, workspace_id=workspace_id, default_mode=self.default_mode
@@ -289,7 +316,11 @@ class PrivacyRuntime:
             text_properties=tuple(self._text_properties_of(workspace_id)),
             loaded_at=time.monotonic(),
         )
-        policy.redactor = self.build_redactor(policy)
+        previous = self._policies.get(workspace_id)
+        if previous is not None and previous.settings.pii == read.pii:
+            policy.redactor = previous.redactor  # the same rules: keep the compiled ones
+        else:
+            policy.redactor = self.build_redactor(policy)
         self._policies[workspace_id] = policy
         return policy
 
@@ -469,7 +500,7 @@ class PrivacyRuntime:
                 if stripped is not None:
                     counters.events_stripped += 1
                     screened = stripped
-            if policy.redactor is not None:
+            if policy.redactor is not None and row[_EVENT] not in SYSTEM_EVENTS:
                 screened = self.redact_row(policy, screened, counters)
             kept.append(screened)
         return kept
