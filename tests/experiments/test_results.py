@@ -46,30 +46,38 @@ def _shoppers(
         for v in ("control", "bold")
     }
     after = now + timedelta(seconds=5)
+
+    def pause() -> timedelta:
+        # People pause between pages (and the bot score would flag visitors who do not).
+        return timedelta(seconds=1 + float(rng.exponential(12.0)))
+
     for visitor, variant in variant_of.items():
+        early, late = before, after
         pre_views = int(rng.poisson(3))
         views = pre_views + int(rng.poisson(2 if variant == "control" else 3))
         orders = int(rng.random() < (0.2 if variant == "control" else 0.35))
         revenue = round(float(rng.gamma(2.0, 20.0)), 2) if orders else 0.0
         signed_up = bool(rng.random() < 0.3)
         for j in range(pre_views):
+            early += pause()
             messages.append(
                 {
                     "type": "track",
                     "event": "Page Viewed",
                     "anonymousId": visitor,
                     "messageId": f"{visitor}-pre-{j}",
-                    "timestamp": _iso(before),
+                    "timestamp": _iso(early),
                 }
             )
         for j in range(views):
+            late += pause()
             messages.append(
                 {
                     "type": "track",
                     "event": "Page Viewed",
                     "anonymousId": visitor,
                     "messageId": f"{visitor}-view-{j}",
-                    "timestamp": _iso(after),
+                    "timestamp": _iso(late),
                 }
             )
         if orders:
@@ -79,19 +87,20 @@ def _shoppers(
                     "event": "Order Completed",
                     "anonymousId": visitor,
                     "messageId": f"{visitor}-order",
-                    "timestamp": _iso(after),
+                    "timestamp": _iso(late + pause()),
                     "properties": {"revenue": revenue},
                 }
             )
         if signed_up:
             for j, name in enumerate(("Viewed", "Signed Up")):
+                late += pause()
                 messages.append(
                     {
                         "type": "track",
                         "event": name,
                         "anonymousId": visitor,
                         "messageId": f"{visitor}-signup-{j}",
-                        "timestamp": _iso(after + timedelta(seconds=j + 1)),
+                        "timestamp": _iso(late),
                     }
                 )
         row = truth[variant]
