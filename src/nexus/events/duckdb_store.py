@@ -444,54 +444,52 @@ class DuckDBEventStore(EventStore):
             ).fetchall()
         return [list(r) for r in rows]
 
+    def _subject_where(self) -> dict[str, str]:
+        """Per table, what names any of ``$ids`` in workspace ``$ws``."""
+        return {
+            "events": f"workspace_id = $ws AND {self._NAMES_ANY}",
+            "identities": "workspace_id = $ws AND "
+            "(list_contains($ids, distinct_id) OR list_contains($ids, person_id))",
+            "persons": "workspace_id = $ws AND list_contains($ids, person_id)",
+        }
+
     def erase_subjects(self, workspace_id: str, ids: set[str]) -> dict[str, int]:
         params = {"ws": workspace_id, "ids": sorted(ids)}
-        statements = {
-            "events": f"DELETE FROM events WHERE workspace_id = $ws AND {self._NAMES_ANY}",
-            "identities": "DELETE FROM identities WHERE workspace_id = $ws AND "
-            "(list_contains($ids, distinct_id) OR list_contains($ids, person_id))",
-            "persons": "DELETE FROM persons WHERE workspace_id = $ws AND "
-            "list_contains($ids, person_id)",
-        }
-        counts: dict[str, int] = {}
+        where = self._subject_where()
+        counts = self._delete(
+            {table: f"DELETE FROM {table} WHERE {clause}" for table, clause in where.items()},
+            params,
+        )
         with self._write_lock:
-            con = self._con
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for table, sql in statements.items():
-                    found = con.execute(sql, params).fetchone()
-                    counts[table] = int(found[0]) if found else 0
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             # Fold the deletions into the file now rather than at some later checkpoint.
-            con.execute("CHECKPOINT")
+            self._con.execute("CHECKPOINT")
         return counts
 
     def count_subjects(self, workspace_id: str, ids: set[str]) -> int:
         params = {"ws": workspace_id, "ids": sorted(ids)}
+        counts = " + ".join(
+            f"(SELECT count(*) FROM {table} WHERE {clause})"
+            for table, clause in self._subject_where().items()
+        )
         with self._cursor() as cur:
-            found = cur.execute(
-                "SELECT (SELECT count(*) FROM events WHERE workspace_id = $ws AND "
-                f"{self._NAMES_ANY}) + (SELECT count(*) FROM identities WHERE "
-                "workspace_id = $ws AND (list_contains($ids, distinct_id) OR "
-                "list_contains($ids, person_id))) + (SELECT count(*) FROM persons WHERE "
-                "workspace_id = $ws AND list_contains($ids, person_id))",
-                params,
-            ).fetchone()
+            found = cur.execute(f"SELECT {counts}", params).fetchone()
         return int(found[0]) if found else 0
 
     def delete_before(self, workspace_id: str, before_us: int) -> dict[str, int]:
-        params = {"ws": workspace_id, "before": before_us}
         cutoff = "make_timestamptz($before::BIGINT)"
-        statements = {
-            "events": f"DELETE FROM events WHERE workspace_id = $ws AND timestamp < {cutoff}",
-            "identities": "DELETE FROM identities WHERE workspace_id = $ws AND person_id IN "
-            "(SELECT person_id FROM persons WHERE workspace_id = $ws AND "
-            f"last_seen < {cutoff})",
-            "persons": f"DELETE FROM persons WHERE workspace_id = $ws AND last_seen < {cutoff}",
-        }
+        return self._delete(
+            {
+                "events": f"DELETE FROM events WHERE workspace_id = $ws AND timestamp < {cutoff}",
+                "identities": "DELETE FROM identities WHERE workspace_id = $ws AND person_id IN "
+                "(SELECT person_id FROM persons WHERE workspace_id = $ws AND "
+                f"last_seen < {cutoff})",
+                "persons": f"DELETE FROM persons WHERE workspace_id = $ws AND last_seen < {cutoff}",
+            },
+            {"ws": workspace_id, "before": before_us},
+        )
+
+    def _delete(self, statements: dict[str, str], params: dict[str, Any]) -> dict[str, int]:
+        """Run the DELETE of each table in one transaction; rows deleted per table."""
         counts: dict[str, int] = {}
         with self._write_lock:
             con = self._con
