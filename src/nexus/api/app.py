@@ -135,6 +135,9 @@ def create_app(
         # network calls at run time, so it serves the OpenAPI document alone.
         docs_url=None,
         redoc_url=None,
+        # No telemetry leaves the process: FastAPI's native OpenTelemetry stays off (it also
+        # looked providers up in the environment on every request). Metrics are /metrics'.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.database = database

@@ -26,14 +26,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nexus.api.problems import internal_error, problem_from_error
 from nexus.core.errors import ConfigurationError, NexusError, PayloadTooLarge, RateLimited
 from nexus.core.ids import new_id
-from nexus.core.logging import get_logger, request_id_var
+from nexus.core.logging import get_logger, log_request, request_id_var
 from nexus.core.ratelimit import AsyncRateLimiter, Rate
 from nexus.core.settings import Settings
 from nexus.workspaces.deps import SESSION_COOKIE, cached_key_principal
 from nexus.workspaces.models import Principal
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
-access_log = get_logger("nexus.access")
 log = get_logger("nexus.api")
 
 SECURITY_HEADERS = [
@@ -124,8 +123,7 @@ class RequestContextMiddleware:
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(elapsed)
             # The path only, never the query string: tokens sometimes travel there.
-            access_log.info(
-                "request",
+            log_request(
                 method=method,
                 path=scope.get("path"),
                 status=status,

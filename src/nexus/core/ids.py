@@ -16,15 +16,18 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ID_RE = re.compile(r"^[a-z]{2,4}_[0-9A-HJKMNP-TV-Z]{26}$")
 
 
+# Two base32 digits per 10 bits, and the shifts that cut the 130-bit digit string into 13
+# such pairs from the top (the first digit carries the 128-bit value's top three bits).
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+_SHIFTS = tuple(range(120, -10, -10))
+
+
 def new_id(prefix: str, *, now_ms: int | None = None) -> str:
     """A new id such as ``ws_01J9ZQ…`` (prefix, underscore, 26-character ULID)."""
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return f"{prefix}_{''.join(reversed(chars))}"
+    pairs = _PAIRS
+    return prefix + "_" + "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def is_id(value: str, prefix: str | None = None) -> bool:

@@ -17,6 +17,7 @@ the window closing without it rewards 0 (:meth:`DecisionRuntime.observe`,
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -295,7 +296,7 @@ def emotion_from_reading(reading: Mapping[str, Any], source: str) -> dict[str, A
 
 
 def _finite(value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return 0.0
     return float(min(high, max(low, value)))
 
@@ -601,7 +602,7 @@ class DecisionRuntime:
                         "arm": choice.arm,
                         "propensity": choice.propensity,
                         "probabilities": choice.probabilities,
-                        "context": [round(float(x), 6) for x in vector],
+                        "context": [round(x, 6) for x in vector.tolist()],
                         "goal": config.settings.goal_event,
                         "window_seconds": config.settings.goal_window_seconds,
                     },

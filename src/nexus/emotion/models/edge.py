@@ -21,6 +21,8 @@ between the two languages is pinned down here:
 from __future__ import annotations
 
 import base64
+import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -65,6 +67,15 @@ def fmix32(value: NDArray[np.uint32]) -> NDArray[np.uint32]:
     value = value ^ (value >> np.uint32(13))
     value = value * np.uint32(0xC2B2AE35)
     return np.asarray(value ^ (value >> np.uint32(16)), dtype=np.uint32)
+
+
+def fmix32_int(value: int) -> int:
+    """:func:`fmix32` on one Python int (the single-text path avoids numpy's per-call cost)."""
+    value ^= value >> 16
+    value = (value * 0x85EBCA6B) & MASK32
+    value ^= value >> 13
+    value = (value * 0xC2B2AE35) & MASK32
+    return value ^ (value >> 16)
 
 
 @dataclass
@@ -116,6 +127,18 @@ class FeatureHasher:
         """Distinct feature ids of one text, sorted."""
         return self.batch([text])[0]
 
+    def features_one(self, text: str) -> list[int]:
+        """What :meth:`features` returns, as Python ints, computed without numpy: one text
+        (a decision's chat line) is a few dozen integer operations, where the batch path's
+        array set-up would cost more than the arithmetic."""
+        get = self.cache.get
+        hashes = [get(token) or self._hash(token) for token in tokenize(text)]
+        mask = (1 << self.bits) - 1
+        ids = {fmix32_int(h) & mask for h in hashes}
+        for first, second in itertools.pairwise(hashes):
+            ids.add(fmix32_int(((first * GOLDEN) & MASK32) ^ second ^ BIGRAM_SEED) & mask)
+        return sorted(ids)
+
 
 @dataclass(frozen=True)
 class EdgeModel:
@@ -129,10 +152,17 @@ class EdgeModel:
     outputs: tuple[str, ...]
     thresholds: dict[str, list[float]]
     metadata: dict[str, Any]
+    # Kept feature id -> its row of ``weights``, for scoring one text without numpy search.
+    rows: dict[int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", {int(f): i for i, f in enumerate(self.features.tolist())})
 
     def scores(self, texts: list[str], hasher: FeatureHasher | None = None) -> NDArray[np.float32]:
         """Raw output scores ``(n, outputs)``: logits for the label heads, VAD values."""
         hasher = hasher or FeatureHasher(self.bits)
+        if len(texts) == 1:
+            return self._score_one(texts[0], hasher)
         ids, offsets = hasher.batch(texts)
         counts = np.diff(offsets)
         norm = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0).astype(np.float32)
@@ -143,6 +173,18 @@ class EdgeModel:
         out = np.zeros((len(texts), len(self.outputs)), dtype=np.float32)
         np.add.at(out, row_of[known], self.weights[position[known]])
         return out * norm[:, None] + self.bias
+
+    def _score_one(self, text: str, hasher: FeatureHasher) -> NDArray[np.float32]:
+        """:meth:`scores` of one text, bit for bit: the same float32 sums in the same order
+        (ascending feature id, one row after another, as ``np.add.at`` adds them)."""
+        ids = hasher.features_one(text)
+        get = self.rows.get
+        rows = [row for row in map(get, ids) if row is not None]
+        out = np.zeros((1, len(self.outputs)), dtype=np.float32)
+        if rows:
+            out[0] = np.cumsum(self.weights[rows], axis=0)[-1]
+        norm = np.float32(1.0 / math.sqrt(len(ids))) if ids else np.float32(0.0)
+        return out * norm + self.bias
 
     def to_json(self) -> dict[str, Any]:
         scale = np.abs(self.weights).max(axis=0) / 127.0
