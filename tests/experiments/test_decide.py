@@ -311,3 +311,30 @@ def test_browsers_may_call_decide_and_ofrep_from_any_origin(
         assert preflight.headers["access-control-allow-origin"] == "*"
     answer = client.post("/v1/decide", json={"visitor_id": "v"}, headers=public)
     assert answer.headers["access-control-allow-origin"] == "*"
+
+
+def test_a_periodic_reload_recompiles_only_when_the_configuration_changed(
+    client: TestClient, secret: dict[str, str], public: dict[str, str], world: World
+) -> None:
+    """Decisions reload their configuration every few seconds (other processes may have
+    changed it); a reload that reads what is already compiled keeps it, and one that reads a
+    change serves the change."""
+    create_flag(client, secret, "banner", fallthrough={"variation": "off"})
+    assert decide(client, public, visitor_id="v1")["flags"]["banner"]["variation"] == "off"
+    app: Any = client.app
+    runtime = app.state.decisions
+    compiled = runtime.compiled(world.a.id)
+    runtime.invalidate(world.a.id)  # stale, as a periodic refresh finds it
+    kept = runtime.reload(world.a.id)
+    assert kept is compiled
+    assert kept.loaded_at > float("-inf")
+    assert not runtime.needs_load(world.a.id)
+
+    patched = client.patch(
+        "/v1/flags/banner", json={"fallthrough": {"variation": "on"}}, headers=secret
+    )
+    assert patched.status_code == 200, patched.text
+    changed = runtime.reload(world.a.id)
+    assert changed is not compiled
+    assert changed.fingerprint != compiled.fingerprint
+    assert decide(client, public, visitor_id="v1")["flags"]["banner"]["variation"] == "on"

@@ -593,6 +593,9 @@ class _LinearPolicy(Policy):
         self._gram = np.repeat(np.eye(self._d)[None, :, :] * self._ridge, k, axis=0)
         self._moment = np.zeros((k, self._d))
         self._solved: list[tuple[FloatArray, FloatArray] | None] = [None] * k
+        # Every arm's θ stacked (k, d) and A⁻¹ stacked (k, d, d): one decision scores all
+        # arms in two matrix products. Dropped with any arm's solution.
+        self._stacked: tuple[FloatArray, FloatArray] | None = None
 
     @property
     def n_features(self) -> int:
@@ -615,14 +618,13 @@ class _LinearPolicy(Policy):
 
     def _score_moments(self, x: Context) -> tuple[FloatArray, FloatArray]:
         """Per arm: ``xᵀθ_a`` and ``xᵀA_a⁻¹x``."""
-        k = len(self.arms)
-        means = np.empty(k)
-        variances = np.empty(k)
-        for index in range(k):
-            theta, inverse = self._solve(index)
-            means[index] = x @ theta
-            variances[index] = max(0.0, float(x @ inverse @ x))
-        return means, variances
+        stacked = self._stacked
+        if stacked is None:
+            solved = [self._solve(index) for index in range(len(self.arms))]
+            stacked = (np.stack([t for t, _ in solved]), np.stack([inv for _, inv in solved]))
+            self._stacked = stacked
+        thetas, inverses = stacked
+        return thetas @ x, np.maximum(0.0, (inverses @ x) @ x)
 
     def coefficients(self) -> dict[str, list[float]]:
         """Ridge estimate ``θ_a = A_a⁻¹ b_a`` per arm."""
@@ -633,6 +635,7 @@ class _LinearPolicy(Policy):
         self._gram[index] += np.outer(context, context)
         self._moment[index] += reward * context
         self._solved[index] = None
+        self._stacked = None
 
     def _params(self) -> dict[str, Any]:
         return {"n_features": self._d, "ridge": self._ridge}
@@ -650,6 +653,7 @@ class _LinearPolicy(Policy):
             raise ValueError("posterior must be finite")
         self._gram, self._moment = gram, moment
         self._solved = [None] * k
+        self._stacked = None
 
 
 class LinearThompson(_LinearPolicy):

@@ -137,6 +137,9 @@ class Compiled:
     encoder: bandits.ContextEncoder
     policy: bandits.Policy | None
     refreshing: bool = False
+    # Digest of what was compiled (everything in the snapshot but the policy's learned
+    # state): a periodic reload that reads the same configuration keeps this entry.
+    fingerprint: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,21 @@ class Snapshot:
     settings: DecisionSettingsRead
     rollouts: list[dict[str, Any]]
     policy_state: dict[str, Any] | None
+
+    def fingerprint(self) -> bytes:
+        """A digest of the configuration the snapshot holds. The saved policy state is left
+        out: a reload keeps the live policy's learning over what was last saved anyway."""
+        document = [
+            self.flags,
+            self.experiments,
+            self.adaptations,
+            self.settings.model_dump(mode="json"),
+            self.rollouts,
+        ]
+        encoded = orjson.dumps(
+            document, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+        )
+        return hashlib.blake2b(encoded, digest_size=16).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +269,7 @@ def compile_snapshot(workspace_id: str, snapshot: Snapshot) -> Compiled:
         rollouts=rollouts,
         encoder=encoder,
         policy=build_policy(settings, arms, encoder, snapshot.policy_state),
+        fingerprint=snapshot.fingerprint(),
     )
 
 
@@ -276,26 +295,29 @@ def emotion_from_reading(reading: Mapping[str, Any], source: str) -> dict[str, A
     """The flag/bandit context of a reading sent by a client or stored by enrichment."""
     plutchik_in = reading.get("plutchik") if isinstance(reading.get("plutchik"), dict) else reading
     assert isinstance(plutchik_in, Mapping)
-    values: dict[str, Any] = {}
-    for name in PLUTCHIK:
-        values[name] = _finite(plutchik_in.get(name), 0.0, 1.0)
-    for name in ("valence", "arousal", "dominance"):
-        values[name] = _finite(reading.get(name), -1.0, 1.0)
-    plutchik_top = max(PLUTCHIK, key=values.__getitem__)
+    plutchik = {name: _finite(plutchik_in.get(name), 0.0, 1.0) for name in PLUTCHIK}
+    plutchik_top = max(plutchik, key=plutchik.__getitem__)
     dominant = reading.get("dominant")
     ekman = reading.get("ekman")
     return {
         "dominant": dominant if isinstance(dominant, str) and dominant else plutchik_top,
         "plutchik": plutchik_top,
         "ekman": ekman if isinstance(ekman, str) and ekman else None,
-        **{k: values[k] for k in ("valence", "arousal", "dominance")},
+        "valence": _finite(reading.get("valence"), -1.0, 1.0),
+        "arousal": _finite(reading.get("arousal"), -1.0, 1.0),
+        "dominance": _finite(reading.get("dominance"), -1.0, 1.0),
         "confidence": _finite(reading.get("confidence", 1.0), 0.0, 1.0),
-        **{name: values[name] for name in PLUTCHIK},
+        **plutchik,
         "source": source,
     }
 
 
 def _finite(value: Any, low: float, high: float) -> float:
+    """``value`` clipped to ``[low, high]``; 0 for anything but a finite number."""
+    if value.__class__ is float:  # what JSON numbers with a fraction part decode to
+        if not math.isfinite(value):
+            return 0.0
+        return high if value > high else low if value < low else value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return 0.0
     return float(min(high, max(low, value)))
@@ -359,7 +381,15 @@ class DecisionRuntime:
             ):
                 return current  # another thread loaded it while this one waited
             try:
-                fresh = compile_snapshot(workspace_id, self._load(workspace_id))
+                snapshot = self._load(workspace_id)
+                if current is not None and current.fingerprint == snapshot.fingerprint():
+                    # Nothing changed (the usual periodic refresh): keep what is compiled,
+                    # sparing the recompilation -- CPU the decisions on the loop would wait
+                    # for, as the loading thread holds the interpreter.
+                    current.loaded_at = time.monotonic()
+                    current.refreshing = False
+                    return current
+                fresh = compile_snapshot(workspace_id, snapshot)
             except BaseException:
                 if current is not None:
                     current.refreshing = False
