@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+from typing import Literal
 
 import pytest
+import structlog
 from fastapi.testclient import TestClient
 
 from nexus.api.app import create_app
-from nexus.core.logging import configure_logging, get_logger, redact
+from nexus.core.logging import configure_logging, get_logger, log_request, redact, request_id_var
 from nexus.core.settings import Settings
 from nexus.workspaces.models import Role
 from tests.conftest import PASSWORD, World, bearer
@@ -68,3 +70,68 @@ def test_redact_blanks_nested_secret_fields() -> None:
     out = redact(None, "info", event)
     assert out["payload"]["Authorization"] == "[redacted]"
     assert out["payload"]["items"][0]["token"] == "[redacted]"
+
+
+def _access_line_through_the_pipeline(fmt: Literal["json", "console"]) -> str:
+    """The line structlog's own pipeline writes for a request, for comparison."""
+    stream = io.StringIO()
+    configure_logging(level="info", fmt=fmt, stream=stream)
+    get_logger("nexus.access").info(
+        "request", method="GET", path="/v1/me", status=200, duration_ms=1.5
+    )
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_the_access_log_writes_what_the_pipeline_would(fmt: Literal["json", "console"]) -> None:
+    """Access lines skip structlog for speed; they must still read like every other line:
+    same fields, request id, bound context (secrets blanked), credential-shaped values in the
+    path scrubbed."""
+    token = request_id_var.set("req_test")
+    structlog.contextvars.bind_contextvars(tenant="t1", api_key="nx_sec_abcdefghijklmnop")
+    try:
+        expected = _access_line_through_the_pipeline(fmt)
+        stream = io.StringIO()
+        configure_logging(level="info", fmt=fmt, stream=stream)
+        log_request(method="GET", path="/v1/me", status=200, duration_ms=1.5)
+        log_request(
+            method="GET", path="/v1/keys/nx_sec_abcdefghijklmnop", status=404, duration_ms=2.0
+        )
+    finally:
+        structlog.contextvars.clear_contextvars()
+        request_id_var.reset(token)
+        logging.getLogger().handlers.clear()
+    first, second = stream.getvalue().splitlines()
+    assert "nx_sec_" not in stream.getvalue()
+    if fmt == "json":
+        ours, theirs = json.loads(first), json.loads(expected)
+        assert ours.pop("timestamp")
+        assert theirs.pop("timestamp")
+        assert ours == theirs
+        assert list(ours) == list(theirs)  # the same field order
+        assert ours["api_key"] == "[redacted]"
+        assert ours["request_id"] == "req_test"
+        assert json.loads(second)["path"] == "/v1/keys/[redacted]"
+    else:
+        # Everything after the timestamp is the same text.
+        assert first.split(" ", 1)[1] == expected.strip().split(" ", 1)[1]
+        assert "path=/v1/keys/[redacted]" in second
+
+
+def test_the_access_log_honours_the_level_and_the_installed_handler() -> None:
+    stream = io.StringIO()
+    configure_logging(level="warning", fmt="json", stream=stream)
+    log_request(method="GET", path="/x", status=200, duration_ms=1.0)
+    assert stream.getvalue() == ""  # info lines are below the level
+    # A handler installed by someone else (an embedding app, a test) receives the line
+    # through the standard pipeline instead of the stream configure_logging set up.
+    configure_logging(level="info", fmt="json", stream=stream)
+    other = io.StringIO()
+    handler = logging.StreamHandler(other)
+    logging.getLogger().handlers[:] = [handler]
+    try:
+        log_request(method="GET", path="/x", status=200, duration_ms=1.0)
+    finally:
+        logging.getLogger().handlers.clear()
+    assert stream.getvalue() == ""
+    assert "request" in other.getvalue()
