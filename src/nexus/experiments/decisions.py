@@ -243,7 +243,9 @@ _POLICY_CLASSES: dict[str, type[bandits.Policy]] = {
 }
 
 
-def compile_snapshot(workspace_id: str, snapshot: Snapshot) -> Compiled:
+def compile_snapshot(workspace_id: str, snapshot: Snapshot, *, fingerprint: bytes) -> Compiled:
+    """The compiled form of ``snapshot``, whose digest (:meth:`Snapshot.fingerprint`) the
+    caller has already taken to see whether anything changed."""
     settings = snapshot.settings
     encoder = bandits.ContextEncoder(attributes=settings.context_attributes)
     arms = sorted(snapshot.adaptations)
@@ -269,7 +271,7 @@ def compile_snapshot(workspace_id: str, snapshot: Snapshot) -> Compiled:
         rollouts=rollouts,
         encoder=encoder,
         policy=build_policy(settings, arms, encoder, snapshot.policy_state),
-        fingerprint=snapshot.fingerprint(),
+        fingerprint=fingerprint,
     )
 
 
@@ -382,14 +384,15 @@ class DecisionRuntime:
                 return current  # another thread loaded it while this one waited
             try:
                 snapshot = self._load(workspace_id)
-                if current is not None and current.fingerprint == snapshot.fingerprint():
+                mark = snapshot.fingerprint()
+                if current is not None and current.fingerprint == mark:
                     # Nothing changed (the usual periodic refresh): keep what is compiled,
                     # sparing the recompilation -- CPU the decisions on the loop would wait
                     # for, as the loading thread holds the interpreter.
                     current.loaded_at = time.monotonic()
                     current.refreshing = False
                     return current
-                fresh = compile_snapshot(workspace_id, snapshot)
+                fresh = compile_snapshot(workspace_id, snapshot, fingerprint=mark)
             except BaseException:
                 if current is not None:
                     current.refreshing = False

@@ -31,6 +31,11 @@ _URL = re.compile(r"^(/(?!/)[^\s\x00-\x1f]*|https://[^\s/\x00-\x1f]+(/[^\s\x00-\
 Url = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
+def _unique(values: list[str], message: str) -> None:
+    if len(set(values)) != len(values):
+        raise ValueError(message)
+
+
 def _check_url(value: str) -> str:
     if not _URL.match(value):
         raise ValueError("must be a path on this site (/…) or an https:// URL")
@@ -86,9 +91,7 @@ class Form(_Content):
 
     @model_validator(mode="after")
     def _names_unique(self) -> Form:
-        names = [f.name for f in self.fields]
-        if len(set(names)) != len(names):
-            raise ValueError("form field names must be unique")
+        _unique([f.name for f in self.fields], "form field names must be unique")
         return self
 
 
@@ -165,9 +168,7 @@ class Block(BaseModel):
     @model_validator(mode="after")
     def _content_fits_kind(self) -> Block:
         model = CONTENT[self.kind]
-        keys = [v.key for v in self.variants]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"block {self.id!r}: variant keys must be unique")
+        _unique([v.key for v in self.variants], f"block {self.id!r}: variant keys must be unique")
         for variant in self.variants:
             model.model_validate(variant.content)
             for tone, override in variant.tones.items():
@@ -194,9 +195,7 @@ class Page(BaseModel):
 
     @model_validator(mode="after")
     def _ids_unique(self) -> Page:
-        ids = [b.id for b in self.blocks]
-        if len(set(ids)) != len(ids):
-            raise ValueError("block ids must be unique within a page")
+        _unique([b.id for b in self.blocks], "block ids must be unique within a page")
         return self
 
 
