@@ -177,6 +177,29 @@ def test_logged_propensity_is_the_probability_of_the_arm(kind: Kind) -> None:
         assert decision.propensity > 0.0
 
 
+def test_a_restricted_draw_stays_in_its_pool_with_renormalised_propensities(kind: Kind) -> None:
+    policy = kind.make(seed=5, min_share=0.05)
+    train(policy, kind, 80)
+    rng = np.random.default_rng(2)
+    pool = ARMS[:2]
+    for _ in range(30):
+        context = kind.context(rng)
+        full = policy.probabilities(context)
+        decision = policy.choose(context, allowed=pool)
+        assert decision.arm in pool
+        assert decision.probabilities[ARMS[2]] == 0.0
+        total = full[pool[0]] + full[pool[1]]
+        for arm in pool:
+            assert decision.probabilities[arm] == pytest.approx(full[arm] / total)
+        assert decision.propensity == decision.probabilities[decision.arm]
+    only = policy.choose(kind.context(rng), allowed=[ARMS[2]])
+    assert (only.arm, only.propensity) == (ARMS[2], 1.0)
+    with pytest.raises(ValueError, match="unknown arm"):
+        policy.choose(kind.context(rng), allowed=["nope"])
+    with pytest.raises(ValueError, match="at least one arm"):
+        policy.choose(kind.context(rng), allowed=[])
+
+
 def test_state_round_trips_through_json(kind: Kind) -> None:
     policy = kind.make(seed=8, burn_in=2, min_share=0.03)
     train(policy, kind, 80)

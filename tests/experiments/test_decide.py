@@ -235,6 +235,72 @@ def test_adaptation_bandit_learns_from_delayed_rewards(
     assert len(logged["context"]) > 11  # bias + 11 emotion dimensions + missing flag
 
 
+CONFUSED = {"surprise": 0.5, "trust": 0.2, "valence": -0.11, "dominant": "confusion"}
+STRUGGLING = ["confusion", "annoyance", "anger", "disappointment", "nervousness"]
+
+
+def test_emotion_triggers_choose_the_pool_and_the_reading_is_remembered(
+    client: TestClient,
+    secret: dict[str, str],
+    public: dict[str, str],
+    world: World,
+    step_worker: Callable[..., None],
+) -> None:
+    """Triggered adaptations serve the visitors whose emotion meets their trigger, the others
+    draw from the untargeted ones; the browser's reading carries over to the next decision."""
+    client.put("/v1/decision-settings", json={"burn_in": 0}, headers=secret)
+    when = [{"attribute": "emotion.dominant", "op": "in", "value": STRUGGLING}]
+    for body in (
+        {"key": "calm", "tone": "calm", "when": when, "tokens": {"--nexus-accent": "#2f6f5e"}},
+        {"key": "reassure", "tone": "reassuring", "when": when},
+        {"key": "standard", "tone": "neutral"},
+    ):
+        response = client.post("/v1/adaptations", json=body, headers=secret)
+        assert response.status_code == 201, response.text
+    for i in range(40):
+        calm = decide(client, public, visitor_id=f"fine-{i}")["adaptation"]
+        assert (calm["key"], calm["propensity"]) == ("standard", 1.0)
+    picked = set()
+    for i in range(40):
+        adaptation = decide(client, public, visitor_id=f"lost-{i}", emotion=CONFUSED)["adaptation"]
+        assert adaptation["key"] in ("calm", "reassure")
+        assert 0 < adaptation["propensity"] < 1
+        picked.add(adaptation["key"])
+        # No reading in this request: the remembered one still triggers.
+        again = decide(client, public, visitor_id=f"lost-{i}")["adaptation"]
+        assert again["key"] in ("calm", "reassure")
+    assert picked == {"calm", "reassure"}
+    step_worker()
+    logged = [
+        d["properties"]
+        for d in list_all(client, world.a.secret_key, event="$decision")
+        if d["anonymousId"] == "lost-0"
+    ]
+    assert logged
+    assert all(p["pool"] == ["calm", "reassure"] for p in logged)
+    assert all(p["probabilities"]["standard"] == 0.0 for p in logged)
+
+
+def test_only_triggered_adaptations_leave_calm_visitors_unadapted(
+    client: TestClient, secret: dict[str, str], public: dict[str, str]
+) -> None:
+    when = [{"attribute": "emotion.valence", "op": "lt", "value": -0.3}]
+    created = client.post(
+        "/v1/adaptations", json={"key": "calm", "tone": "calm", "when": when}, headers=secret
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["when"] == when
+    assert decide(client, public, visitor_id="v1", emotion=HAPPY)["adaptation"] is None
+    assert decide(client, public, visitor_id="v2", emotion=ANGRY)["adaptation"]["key"] == "calm"
+    bad = client.post(
+        "/v1/adaptations",
+        json={"key": "x", "when": [{"attribute": "emotion.dominant", "op": "regex", "value": "("}]},
+        headers=secret,
+    )
+    assert bad.status_code == 422, bad.text
+    assert bad.headers["content-type"].startswith("application/problem+json")
+
+
 def test_decide_permissions_and_bad_input(
     client: TestClient, world: World, public: dict[str, str]
 ) -> None:

@@ -278,9 +278,19 @@ class Policy(ABC):
         """
         return self._as_dict(self._distribution(self._check_context(context)))
 
-    def choose(self, context: Context | None = None) -> Decision:
-        """Draw an arm from :meth:`probabilities` with the policy's seeded generator."""
+    def choose(
+        self, context: Context | None = None, *, allowed: Sequence[str] | None = None
+    ) -> Decision:
+        """Draw an arm from :meth:`probabilities` with the policy's seeded generator.
+
+        ``allowed`` restricts the draw to some arms (a pool, e.g. the adaptations whose
+        emotion trigger matches the visitor): the distribution is the policy's own, zeroed
+        outside the pool and renormalised -- uniform over the pool if the policy gives it no
+        mass -- and the returned probabilities (and so the propensity) are that restricted
+        distribution's, which is what off-policy evaluation must be given."""
         p = self._distribution(self._check_context(context)).tolist()
+        if allowed is not None:
+            p = self._restricted(p, allowed)
         cumulative = list(itertools.accumulate(p))
         u = float(self._rng.random()) * cumulative[-1]
         index = bisect.bisect_right(cumulative, u)
@@ -395,6 +405,17 @@ class Policy(ABC):
             total = sum(values)
             values = [v / total for v in values]
         return np.array(values, dtype=np.float64)
+
+    def _restricted(self, p: list[float], allowed: Sequence[str]) -> list[float]:
+        keep = {self._arm_index(arm) for arm in allowed}
+        if not keep:
+            raise ValueError("allowed must name at least one arm")
+        masked = [value if i in keep else 0.0 for i, value in enumerate(p)]
+        total = sum(masked)
+        if total > 0.0:
+            return [value / total for value in masked]
+        share = 1.0 / len(keep)
+        return [share if i in keep else 0.0 for i in range(len(p))]
 
     def _as_dict(self, p: FloatArray) -> dict[str, float]:
         return dict(zip(self.arms, p.tolist(), strict=True))

@@ -136,6 +136,10 @@ class Compiled:
     rollouts: dict[str, RolloutWatch]
     encoder: bandits.ContextEncoder
     policy: bandits.Policy | None
+    # Adaptations with an emotion trigger (``when``), and the ones without: the pools the
+    # bandit draws from.
+    triggers: tuple[tuple[str, Callable[[flags.EvaluationContext], bool]], ...] = ()
+    untargeted: tuple[str, ...] = ()
     refreshing: bool = False
     # Digest of what was compiled (everything in the snapshot but the policy's learned
     # state): a periodic reload that reads the same configuration keeps this entry.
@@ -271,6 +275,12 @@ def compile_snapshot(workspace_id: str, snapshot: Snapshot, *, fingerprint: byte
         rollouts=rollouts,
         encoder=encoder,
         policy=build_policy(settings, arms, encoder, snapshot.policy_state),
+        triggers=tuple(
+            (arm, flags.compile_clauses(doc["when"], where=f"adaptations.{arm}.when"))
+            for arm in arms
+            if (doc := snapshot.adaptations[arm]).get("when")
+        ),
+        untargeted=tuple(a for a in arms if not snapshot.adaptations[a].get("when")),
         fingerprint=fingerprint,
     )
 
@@ -445,7 +455,12 @@ class DecisionRuntime:
         self, workspace_id: str, request: DecideRequest, read: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:
         if request.emotion is not None:
-            return emotion_from_reading(request.emotion.model_dump(), "client")
+            # A reading the browser made (with the visitor's consent, or it would not be
+            # here): remembered like a server reading, so the next page keeps its mood.
+            client = emotion_from_reading(request.emotion.model_dump(), "client")
+            if client is not None:
+                self._remember(workspace_id, request.visitor_id, client)
+            return client
         if read is None and request.text:
             read = self.read_text(request.text)
         if read is not None:
@@ -503,7 +518,7 @@ class DecisionRuntime:
         )
         adaptation = None
         if vector is not None:
-            adaptation = self._adapt(config, visitor, decision_id, vector, now_us)
+            adaptation = self._adapt(config, visitor, decision_id, vector, now_us, context)
         return {
             "decision_id": decision_id,
             "visitor_id": visitor,
@@ -604,10 +619,17 @@ class DecisionRuntime:
         decision_id: str,
         vector: NDArray[np.float64],
         now_us: int,
-    ) -> dict[str, Any]:
+        context: flags.EvaluationContext,
+    ) -> dict[str, Any] | None:
         policy = config.policy
         assert policy is not None
-        choice = policy.choose(vector if policy.n_features is not None else None)
+        pool: tuple[str, ...] | None = None
+        if config.triggers:
+            pool = tuple(arm for arm, holds in config.triggers if holds(context))
+            pool = pool or config.untargeted
+            if not pool:
+                return None  # only triggered adaptations, and none of them fits this visitor
+        choice = policy.choose(vector if policy.n_features is not None else None, allowed=pool)
         self._add_pending(
             Pending(
                 workspace_id=config.workspace_id,
@@ -638,6 +660,7 @@ class DecisionRuntime:
                         "context": [round(x, 6) for x in vector.tolist()],
                         "goal": config.settings.goal_event,
                         "window_seconds": config.settings.goal_window_seconds,
+                        **({"pool": list(pool)} if pool is not None else {}),
                     },
                 ),
             )

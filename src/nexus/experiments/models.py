@@ -514,6 +514,14 @@ class AdaptationBody(BaseModel):
         max_length=20,
         description="The emotional register this adaptation suits (for resonance reports).",
     )
+    when: list[ClauseIn] = Field(
+        default_factory=list,
+        max_length=20,
+        description="A trigger: clauses (as in a flag rule, all must hold) on the visitor's "
+        "attributes and current emotion, e.g. emotion.dominant in [confusion, annoyance]. "
+        "When some adaptations' triggers hold, the bandit chooses among those alone; "
+        "otherwise among the adaptations without a trigger (none: no adaptation).",
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -610,6 +610,7 @@ def create_adaptation(
 ) -> Adaptation:
     if _by_key(session, Adaptation, workspace_id, data.key) is not None:
         raise Conflict(f"An adaptation with key {data.key!r} already exists.")
+    _check_trigger(data)
     adaptation = Adaptation(
         id=new_id("uia"),
         workspace_id=workspace_id,
@@ -627,6 +628,13 @@ def create_adaptation(
         details={"id": adaptation.id},
     )
     return adaptation
+
+
+def _check_trigger(data: AdaptationBody) -> None:
+    try:
+        evaluator.parse_clauses([c.model_dump(mode="json") for c in data.when])
+    except evaluator.FlagDefinitionError as exc:
+        raise _invalid(str(exc), "when") from None
 
 
 def get_adaptation(session: Session, *, workspace_id: str, key: str) -> Adaptation:
@@ -661,6 +669,7 @@ def replace_adaptation(
     actor: str = "system",
 ) -> Adaptation:
     adaptation = get_adaptation(session, workspace_id=workspace_id, key=key)
+    _check_trigger(data)
     before = adaptation.document
     adaptation.document = data.model_dump(mode="json", by_alias=True)
     adaptation.updated_at = utcnow()
