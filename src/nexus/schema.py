@@ -7,6 +7,7 @@ domain's models here when the domain gets tables.
 from nexus.emotion import schemas as emotion_schemas
 from nexus.experiments import models as experiments_models
 from nexus.funnels import models as funnels_models
+from nexus.pages import models as pages_models
 from nexus.privacy import models as privacy_models
 from nexus.security import models as security_models
 from nexus.storage.base import Base
@@ -19,6 +20,7 @@ __all__ = [
     "experiments_models",
     "funnels_models",
     "metadata",
+    "pages_models",
     "privacy_models",
     "security_models",
     "workspaces_models",

@@ -33,6 +33,8 @@ from nexus.experiments.models import (
     MetricIn,
     RolloutCreate,
 )
+from nexus.pages import service as pages
+from nexus.pages.models import HostedFunnelCreate
 from nexus.storage.database import Database
 from nexus.workspaces.deps import PUBLIC
 from tests.conftest import World, bearer, login
@@ -73,6 +75,13 @@ def _decision_objects(world: World, database: Database) -> None:
             experiments.create_adaptation(
                 db, workspace_id=tenant.id, data=AdaptationCreate(key=f"calm-{label}")
             )
+            pages.create(
+                db,
+                workspace_id=tenant.id,
+                data=HostedFunnelCreate.model_validate(
+                    {"slug": f"site-{label}", **SAMPLE_BODIES["HostedFunnelBody"]}
+                ),
+            )
             tenant.rollout_id = guard.create_rollout(
                 db,
                 workspace_id=tenant.id,
@@ -97,9 +106,21 @@ def object_ids(world: World) -> dict[str, str]:
         "experiment_key": "test-a",
         "adaptation_key": "calm-a",
         "rollout_id": world.a.rollout_id,
+        "slug": "site-a",
+        "step": "one",
     }
 
 
+_PAGE: dict[str, object] = {
+    "title": "Walker",
+    "blocks": [
+        {"id": "h", "kind": "headline", "variants": [{"key": "a", "content": {"text": "Hi"}}]}
+    ],
+}
+_SITE: dict[str, object] = {
+    "name": "Walker",
+    "steps": [{"slug": "one", "page": _PAGE}, {"slug": "two", "page": _PAGE}],
+}
 # A valid body for each request model, so a refusal can only come from authorization.
 SAMPLE_BODIES: dict[str, dict[str, object]] = {
     "WorkspaceCreate": {"name": "Walker"},
@@ -129,6 +150,9 @@ SAMPLE_BODIES: dict[str, dict[str, object]] = {
     "ConsentUpdate": {"visitor_id": "walker", "purposes": {"analytics": True}},
     "PrivacySettingsUpdate": {"retention_days": 30},
     "SubjectRequestCreate": {"visitor_id": "walker"},
+    "HostedFunnelCreate": {"slug": "walker", **_SITE},
+    "HostedFunnelBody": _SITE,
+    "StepPut": {"page": _PAGE},
 }
 # POSTs that only read (a query in a body): a viewer may use them.
 READ_ONLY_POSTS = {"/v1/funnels/query"}

@@ -48,6 +48,8 @@ from nexus.experiments import views as experiments_views
 from nexus.experiments.background import DecisionWorker
 from nexus.experiments.decisions import DecisionRuntime, Snapshot
 from nexus.funnels import views as funnels_views
+from nexus.pages import views as pages_views
+from nexus.pages.runtime import PagesRuntime
 from nexus.privacy import views as privacy_views
 from nexus.privacy.runtime import PrivacyRuntime
 from nexus.storage import migrate
@@ -73,6 +75,7 @@ DOMAIN_ROUTERS = [
     emotion_views.router,
     experiments_views.router,
     privacy_views.router,
+    pages_views.router,
 ]
 
 
@@ -154,6 +157,7 @@ def create_app(
         message="Too many sign-in attempts from this address.",
     )
     app.state.login_guard = web_routes.sign_in_guard(settings)
+    app.state.pages = PagesRuntime(database.session)
 
     install_problem_handlers(app)
     app.include_router(health.router)
@@ -163,6 +167,7 @@ def create_app(
     app.include_router(experiments_views.ofrep_router, responses=ERROR_RESPONSES)
     for router in DOMAIN_ROUTERS:
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(pages_views.hosted_router)
     web_routes.install(app)
 
     _install_middleware(app, settings)

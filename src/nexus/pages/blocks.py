@@ -26,8 +26,12 @@ _TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # any text but control characte
 Slug = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 Line = Annotated[str, Field(min_length=1, max_length=200, pattern=_TEXT)]
 Text = Annotated[str, Field(min_length=1, max_length=5000, pattern=_TEXT)]
-# A link or image: a path on this site, or an https URL. No other scheme (javascript:, data:).
-_URL = re.compile(r"^(/(?!/)[^\s\x00-\x1f]*|https://[^\s/\x00-\x1f]+(/[^\s\x00-\x1f]*)?)$")
+# A link or image: a path on this site, an https URL, or ``./step`` (another step of the same
+# funnel). No other scheme (javascript:, data:).
+_URL = re.compile(
+    r"^(/(?!/)[^\s\x00-\x1f]*|https://[^\s/\x00-\x1f]+(/[^\s\x00-\x1f]*)?"
+    r"|\./[a-z0-9][a-z0-9_-]*)$"
+)
 Url = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
@@ -38,7 +42,7 @@ def _unique(values: list[str], message: str) -> None:
 
 def _check_url(value: str) -> str:
     if not _URL.match(value):
-        raise ValueError("must be a path on this site (/…) or an https:// URL")
+        raise ValueError("must be a path on this site (/…), ./step or an https:// URL")
     return value
 
 
@@ -214,26 +218,60 @@ class Shown(BaseModel):
     content: _Content
 
 
+def _resolve_block(block: Block, variant: str | None, tone: str | None) -> Shown:
+    chosen = next((v for v in block.variants if v.key == variant), block.variants[0])
+    override = chosen.tones.get(tone) if tone is not None else None
+    content = CONTENT[block.kind].model_validate(
+        {**chosen.content, **override} if override else chosen.content
+    )
+    return Shown(
+        id=block.id,
+        kind=block.kind,
+        variant=chosen.key,
+        tone=tone if override else None,
+        content=content,
+    )
+
+
 def resolve(page: Page, *, variant: str | None = None, tone: str | None = None) -> list[Shown]:
     """The blocks one visitor sees: each block's variant keyed ``variant`` (else its first),
     with the copy of ``tone`` when the variant has one, leaving out blocks reserved for other
     tones (or for adapted visitors, when ``tone`` is None)."""
-    shown = []
+    return [
+        _resolve_block(block, variant, tone)
+        for block in page.blocks
+        if block.only_tones is None or tone in block.only_tones
+    ]
+
+
+def layout(
+    page: Page, *, variant: str | None = None, tone: str | None = None
+) -> list[tuple[Shown, bool]]:
+    """Every block of the page as rendered for one visitor, with whether it is visible now.
+
+    Like :func:`resolve`, but blocks reserved for other tones are kept (hidden, in the first
+    of their tones' copy), so that a browser adapting the page later only has to reveal them.
+    """
+    out: list[tuple[Shown, bool]] = []
     for block in page.blocks:
-        if block.only_tones is not None and tone not in block.only_tones:
-            continue
+        visible = block.only_tones is None or tone in block.only_tones
+        shown_tone = tone if visible or block.only_tones is None else block.only_tones[0]
+        out.append((_resolve_block(block, variant, shown_tone), visible))
+    return out
+
+
+def tone_copy(page: Page, *, variant: str | None = None) -> dict[str, dict[str, dict[str, str]]]:
+    """Per shown block, per tone, the plain-text fields that tone changes: what a browser needs
+    to switch the copy in place when the visitor's adaptation changes (nested lists, such as
+    FAQ items or price plans, change on the next page load)."""
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for block in page.blocks:
         chosen = next((v for v in block.variants if v.key == variant), block.variants[0])
-        override = chosen.tones.get(tone) if tone is not None else None
-        content = CONTENT[block.kind].model_validate(
-            {**chosen.content, **override} if override else chosen.content
-        )
-        shown.append(
-            Shown(
-                id=block.id,
-                kind=block.kind,
-                variant=chosen.key,
-                tone=tone if override else None,
-                content=content,
-            )
-        )
-    return shown
+        tones = {
+            tone: {k: v for k, v in override.items() if isinstance(v, str)}
+            for tone, override in chosen.tones.items()
+        }
+        tones = {tone: fields for tone, fields in tones.items() if fields}
+        if tones:
+            out[block.id] = tones
+    return out

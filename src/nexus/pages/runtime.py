@@ -1,0 +1,103 @@
+"""Per-process cache of the hosted funnels being served: their parsed pages and the
+workspace's public write key, so that a page view reads the database at most once per TTL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from nexus.core.errors import NotFound
+from nexus.pages import service
+from nexus.pages.blocks import Page
+from nexus.workspaces import service as workspaces_service
+
+TTL_SECONDS = 5.0
+MAX_SITES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    slug: str
+    index: int
+    page: Page
+    next_slug: str | None
+
+
+@dataclass(slots=True)
+class Site:
+    """One hosted funnel as served: its steps by slug, and the key its pages send with."""
+
+    workspace_id: str
+    slug: str
+    name: str
+    steps: dict[str, Step]
+    order: tuple[str, ...]
+    write_key: str | None
+    loaded_at: float = field(default_factory=time.monotonic)
+
+
+class PagesRuntime:
+    """Loads hosted funnels on demand and keeps them :data:`TTL_SECONDS`; a write through
+    this process's API invalidates its funnel at once (read-your-writes)."""
+
+    def __init__(self, session: Callable[[], AbstractContextManager[Session]]) -> None:
+        self._session = session
+        self._sites: dict[tuple[str, str], Site | None] = {}
+        self._loaded: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, workspace_id: str, slug: str) -> tuple[bool, Site | None]:
+        """``(fresh, site)``: whether the cache can answer now, and what it holds (``None``
+        for a funnel known not to exist)."""
+        key = (workspace_id, slug)
+        loaded = self._loaded.get(key)
+        if loaded is None or time.monotonic() - loaded >= TTL_SECONDS:
+            return False, None
+        return True, self._sites.get(key)
+
+    def load(self, workspace_id: str, slug: str) -> Site | None:
+        """Read one hosted funnel now (blocking: call it on a worker thread)."""
+        with self._session() as db:
+            try:
+                funnel = service.get(db, workspace_id=workspace_id, slug=slug)
+            except NotFound:
+                site = None
+            else:
+                body = service.body_of(funnel)
+                order = tuple(s.slug for s in body.steps)
+                steps = {
+                    s.slug: Step(
+                        slug=s.slug,
+                        index=i,
+                        page=s.page,
+                        next_slug=order[i + 1] if i + 1 < len(order) else None,
+                    )
+                    for i, s in enumerate(body.steps)
+                }
+                site = Site(
+                    workspace_id=workspace_id,
+                    slug=slug,
+                    name=body.name,
+                    steps=steps,
+                    order=order,
+                    write_key=workspaces_service.public_write_key(db, workspace_id=workspace_id),
+                )
+        with self._lock:
+            if len(self._loaded) >= MAX_SITES:
+                self._sites.clear()
+                self._loaded.clear()
+            self._sites[(workspace_id, slug)] = site
+            self._loaded[(workspace_id, slug)] = time.monotonic()
+        return site
+
+    def invalidate(self, workspace_id: str, slug: str | None = None) -> None:
+        with self._lock:
+            for key in list(self._loaded):
+                if key[0] == workspace_id and (slug is None or key[1] == slug):
+                    del self._loaded[key]
+                    self._sites.pop(key, None)
