@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -25,6 +26,7 @@ import httpx
 from sqlalchemy.orm import Session
 
 from nexus.cli.simulate import SimulationAborted, run_simulation
+from nexus.core.errors import NotFound
 from nexus.core.settings import Settings
 from nexus.emotion.service import EmotionRuntime
 from nexus.events import service as events
@@ -41,6 +43,9 @@ from nexus.experiments.models import (
 )
 from nexus.funnels import service as funnels
 from nexus.funnels.models import FunnelCreate, StepIn
+from nexus.pages import samples
+from nexus.pages import service as pages
+from nexus.pages.models import HostedFunnelCreate
 
 STEPS = ("Landing Viewed", "Offer Viewed", "Checkout Started", "Order Completed")
 # Chance to go on to the next step, per traffic source: the funnel narrows differently.
@@ -194,24 +199,6 @@ class LiveTraffic(threading.Thread):
 
 # --- the decision engine's demo -------------------------------------------------------------
 
-DEMO_ADAPTATIONS: dict[str, dict[str, Any]] = {
-    "neutral": {"tone": "neutral", "tokens": {"--accent": "#3355ff"}, "copy": {"cta": "Buy now"}},
-    "calm": {
-        "tone": "calm",
-        "tokens": {"--accent": "#2a9d8f", "--motion": "reduced"},
-        "copy": {"cta": "Take your time", "headline": "We're here to help"},
-    },
-    "reassuring": {
-        "tone": "reassuring",
-        "tokens": {"--accent": "#457b9d"},
-        "copy": {"cta": "Try it risk-free", "headline": "30-day returns, no questions"},
-    },
-    "urgent": {
-        "tone": "urgent",
-        "tokens": {"--accent": "#e63946"},
-        "copy": {"cta": "Grab yours today", "headline": "Only a few left"},
-    },
-}
 DEMO_FLAGS: list[dict[str, Any]] = [
     {
         "key": "calm-checkout",
@@ -268,9 +255,9 @@ def seed_decisions(db: Session, *, workspace_id: str) -> None:
             context_attributes=["returning"],
         ),
     )
-    for key, body in DEMO_ADAPTATIONS.items():
+    for body in samples.demo_adaptations():
         experiments.create_adaptation(
-            db, workspace_id=workspace_id, data=AdaptationCreate(key=key, **body)
+            db, workspace_id=workspace_id, data=AdaptationCreate.model_validate(body)
         )
     for flag in DEMO_FLAGS:
         experiments.create_flag(
@@ -291,6 +278,31 @@ def seed_decisions(db: Session, *, workspace_id: str) -> None:
         ),
     )
     experiments.start_experiment(db, workspace_id=workspace_id, key="pricing-test")
+
+
+def seed_pages(db: Session, *, workspace_id: str) -> str:
+    """The hosted funnel (landing -> offer -> checkout) and its headline experiment, once;
+    returns the address of its first page."""
+    try:
+        funnel = pages.get(db, workspace_id=workspace_id, slug=samples.DEMO_SLUG)
+    except NotFound:
+        funnel = pages.create(
+            db,
+            workspace_id=workspace_id,
+            data=HostedFunnelCreate.model_validate(samples.demo_funnel()),
+            actor="demo",
+        )
+    try:
+        experiments.get_experiment(db, workspace_id=workspace_id, key=samples.HEADLINE_EXPERIMENT)
+    except NotFound:
+        experiments.create_experiment(
+            db,
+            workspace_id=workspace_id,
+            data=ExperimentCreate.model_validate(samples.demo_experiment()),
+        )
+        experiments.start_experiment(db, workspace_id=workspace_id, key=samples.HEADLINE_EXPERIMENT)
+    first = pages.body_of(funnel).steps[0].slug
+    return pages.page_url(workspace_id, funnel.slug, first)
 
 
 class SimulatedVisitors(threading.Thread):
@@ -321,3 +333,97 @@ class SimulatedVisitors(threading.Thread):
                     )
                 except (SimulationAborted, httpx.HTTPError):
                     self.stopping.wait(2.0)  # not up yet, or shutting down
+
+
+_BOOTSTRAP = re.compile(
+    r'<script type="application/json" id="nexus-bootstrap">(.*?)</script>', re.S
+)
+# Chance to go on from each hosted step, by mood; a struggling visitor whom the page calmed
+# down (the calm or reassuring adaptation) goes on more often -- what the bandit can learn.
+HOSTED_NEXT = {"happy": 0.75, "neutral": 0.6, "unhappy": 0.35}
+HOSTED_SOOTHED = 0.3
+
+
+class HostedVisitors(threading.Thread):
+    """Visitors walking the demo's hosted funnel as browsers would: each loads the pages
+    (the server decides their variant and adaptation), sends the page events the SDK sends,
+    sometimes writes in the chat (``decide`` reads their mood and the next page adapts), and
+    goes on or leaves -- more often goes on when an upset visitor was calmed down."""
+
+    def __init__(self, base_url: str, write_key: str, first_page: str, *, rate: float = 1.0):
+        super().__init__(name="nexus-demo-hosted", daemon=True)
+        self.base_url = base_url.rstrip("/")
+        self.write_key = write_key
+        self.funnel_path = first_page.rsplit("/", 1)[0]
+        self.rate = rate
+        self.stopping = threading.Event()
+        self.rng = random.Random()  # noqa: S311 - made-up visitors, not secrets
+        self.visits = 0
+
+    def run(self) -> None:
+        auth = (self.write_key, "")
+        with httpx.Client(base_url=self.base_url, timeout=10.0, auth=auth) as client:
+            while not self.stopping.wait(1.0 / self.rate):
+                try:
+                    self.visit(client)
+                except (httpx.HTTPError, ValueError):
+                    self.stopping.wait(2.0)  # not up yet, or shutting down
+
+    def visit(self, client: httpx.Client) -> None:
+        rng = self.rng
+        client.cookies.clear()
+        mood = rng.choices(("happy", "neutral", "unhappy"), weights=(3, 4, 3))[0]
+        source = rng.choice(tuple(SOURCES))
+        soothed = False
+        for step in ("landing", "offer", "checkout"):
+            response = client.get(f"{self.funnel_path}/{step}")
+            response.raise_for_status()
+            found = _BOOTSTRAP.search(response.text)
+            if found is None:
+                raise ValueError("no bootstrap document in the hosted page")
+            boot = json.loads(found[1])
+            visitor = boot["visitorId"]
+            adaptation = (boot.get("adaptation") or {}).get("key")
+            soothed = soothed or adaptation in ("calm", "reassuring")
+            page = boot["page"]
+            batch: list[dict[str, Any]] = [
+                {
+                    "type": "page",
+                    "name": page["name"],
+                    "anonymousId": visitor,
+                    "messageId": str(uuid.uuid4()),
+                    "properties": {**page["properties"], "source": source},
+                    "context": {"campaign": {"source": source}},
+                }
+            ]
+            text = None
+            if rng.random() < CHAT_CHANCE:
+                text = rng.choice(CHAT[mood])
+                batch.append(
+                    {
+                        "type": "track",
+                        "event": "Chat Message",
+                        "anonymousId": visitor,
+                        "messageId": str(uuid.uuid4()),
+                        "properties": {"text": text, "funnel": page["properties"]["funnel"]},
+                    }
+                )
+            client.post("/v1/batch", json={"batch": batch}).raise_for_status()
+            if text is not None:
+                # What the SDK does after a chat message: decide again with the new mood.
+                decided = client.post("/v1/decide", json={"visitor_id": visitor, "text": text})
+                decided.raise_for_status()
+                key = (decided.json().get("adaptation") or {}).get("key")
+                soothed = soothed or key in ("calm", "reassuring")
+            chance = HOSTED_NEXT[mood] + (HOSTED_SOOTHED if mood == "unhappy" and soothed else 0)
+            if rng.random() > chance:
+                return
+        order = {
+            "type": "track",
+            "event": "Order Completed",
+            "anonymousId": visitor,
+            "messageId": str(uuid.uuid4()),
+            "properties": {"revenue": rng.choice((29, 59)), "source": source},
+        }
+        client.post("/v1/batch", json={"batch": [order]}).raise_for_status()
+        self.visits += 1

@@ -164,6 +164,7 @@ def demo(
         write_key = service.public_write_key(db, workspace_id=workspace.id)
         seeded = demo_data.seed(settings, db, workspace_id=workspace.id)
         demo_data.seed_decisions(db, workspace_id=workspace.id)
+        first_page = demo_data.seed_pages(db, workspace_id=workspace.id)
     display_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
     url = f"http://{display_host}:{settings.port}"
     console.print(f"\n[bold]NEXUS {__version__} demo[/bold] — open [link={url}]{url}[/link]\n")
@@ -173,6 +174,7 @@ def demo(
     console.print(f"  secret key {secret}", markup=False, highlight=False)
     if seeded:
         console.print(f"  history    {seeded} demo events of the last 7 days", markup=False)
+    console.print(f"  hosted     {url}{first_page}", markup=False, soft_wrap=True)
     console.print(
         f"\n  try: curl -H 'Authorization: Bearer {secret}' {url}/v1/me\n",
         markup=False,
@@ -191,6 +193,7 @@ def demo(
     if traffic and write_key:
         demo_data.LiveTraffic(url, write_key).start()
         demo_data.SimulatedVisitors(url, write_key).start()
+        demo_data.HostedVisitors(url, write_key, first_page).start()
     _serve(settings)
 
 

@@ -214,7 +214,9 @@ def demo_funnel() -> dict[str, Any]:
 
 def demo_adaptations() -> list[dict[str, Any]]:
     """The adaptations of the demo, as ``POST /v1/adaptations`` takes them: two for
-    struggling visitors (their trigger reads the emotion), two for everyone else."""
+    struggling visitors (their trigger reads the emotion), two for everyone else. The keys
+    are the visitor simulator's (``nexus.experiments.simulation.ADAPTATIONS``), so its
+    ground truth judges what the bandit serves."""
     struggling = [{"attribute": "emotion.dominant", "op": "in", "value": STRUGGLING}]
     return [
         {
@@ -222,23 +224,31 @@ def demo_adaptations() -> list[dict[str, Any]]:
             "name": "Calm and helpful",
             "tone": "calm",
             "tokens": CALM_TOKENS,
+            "copy": {"cta": "Take your time", "headline": "We're here to help"},
             "when": struggling,
             "emotion_profile": {"valence": -0.3, "arousal": 0.4},
         },
         {
-            "key": "reassure",
+            "key": "reassuring",
             "name": "Warm reassurance",
             "tone": "reassuring",
             "tokens": WARM_TOKENS,
+            "copy": {"cta": "Try it risk-free", "headline": "30-day returns, no questions"},
             "when": struggling,
             "emotion_profile": {"valence": -0.2, "fear": 0.4},
         },
-        {"key": "standard", "name": "Standard", "tone": "neutral"},
         {
-            "key": "bold",
-            "name": "Bold",
-            "tone": "bold",
+            "key": "neutral",
+            "name": "Standard",
+            "tone": "neutral",
+            "copy": {"cta": "Buy now"},
+        },
+        {
+            "key": "urgent",
+            "name": "Urgent",
+            "tone": "urgent",
             "tokens": {"--nexus-accent": "#b42318", "--nexus-accent-fg": "#ffffff"},
+            "copy": {"cta": "Grab yours today", "headline": "Only a few left"},
         },
     ]
 
@@ -248,6 +258,7 @@ def demo_experiment() -> dict[str, Any]:
     return {
         "key": HEADLINE_EXPERIMENT,
         "name": "Landing headline",
+        "layer": "pages",
         "variants": [{"key": "control", "weight": 50}, {"key": "urgency", "weight": 50}],
         "metrics": [{"key": "orders", "kind": "conversion", "event": "Order Completed"}],
     }
