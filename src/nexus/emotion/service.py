@@ -12,7 +12,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -28,7 +28,7 @@ from nexus.emotion.analyzer import EmotionAnalyzer, Mode
 from nexus.emotion.models import trajectory
 from nexus.emotion.models.cohorts import RESONANCE_DIMENSIONS, CohortStat, aggregate
 from nexus.emotion.models.cohorts import resonance as resonance_of
-from nexus.emotion.models.taxonomy import EKMAN, VAD
+from nexus.emotion.models.taxonomy import EKMAN, PLUTCHIK, VAD
 from nexus.emotion.models.vector import EmotionVector
 from nexus.emotion.schemas import (
     DEFAULT_TEXT_PROPERTIES,
@@ -409,6 +409,17 @@ GROUP_PROPERTIES: dict[str, str] = {
 BUCKET_US = {"hour": 3_600 * US, "day": 86_400 * US}
 
 
+def step_names(definition: FunnelDefinition) -> list[str]:
+    """The groups of ``by=step``, in step order."""
+    # In an unordered funnel column j is "the (j+1)-th step reached", whichever it was.
+    return [
+        f"{i + 1} of {len(definition.steps)} steps"
+        if definition.mode == "unordered"
+        else f"{i + 1}. {step.event}"
+        for i, step in enumerate(definition.steps)
+    ]
+
+
 def _step_groups(
     store: EventStore,
     session: Session,
@@ -423,13 +434,7 @@ def _step_groups(
     definition = FunnelDefinition.model_validate(funnel.definition)
     analysis = funnels.analyse(store, workspace_id=workspace_id, definition=definition, span=span)
     paths = analysis.paths
-    # In an unordered funnel column j is "the (j+1)-th step reached", whichever it was.
-    names = [
-        f"{i + 1} of {len(definition.steps)} steps"
-        if definition.mode == "unordered"
-        else f"{i + 1}. {step.event}"
-        for i, step in enumerate(definition.steps)
-    ]
+    names = step_names(definition)
     out: list[str | None] = []
     if not paths.n_persons:
         return [None] * len(rows.ts)
@@ -552,3 +557,139 @@ def resonance(vector: EmotionVector, profile: Mapping[str, float]) -> float:
         raise InvalidInput(f"unknown emotion dimensions: {', '.join(sorted(unknown))}")
     target = [profile.get(name, float("nan")) for name in RESONANCE_DIMENSIONS]
     return resonance_of(vector.as_array(), np.asarray(target, dtype=np.float64))
+
+
+# --- summaries for the dashboard ------------------------------------------------------------
+
+SUMMARY_DIMENSIONS: tuple[str, ...] = (*PLUTCHIK, *VAD)
+"""What an :class:`EmotionMeans` averages: Plutchik's 8 in [0, 1], then valence, arousal,
+dominance in [-1, 1]."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmotionMeans:
+    """The mean of each of :data:`SUMMARY_DIMENSIONS` over a group's readings (None where no
+    reading has a finite value of it)."""
+
+    group: str
+    readings: int
+    means: dict[str, float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class EmotionSummary:
+    """A period's readings by UTC day (every day of the period, oldest first), by the funnel
+    step they were written at (every step, in order) and by a property's value."""
+
+    readings: int
+    visitors: int
+    by_day: tuple[EmotionMeans, ...]
+    by_step: tuple[EmotionMeans, ...]
+    by_cohort: tuple[EmotionMeans, ...]
+
+
+def _means(values: np.ndarray[Any, np.dtype[np.float64]], group: str) -> EmotionMeans:
+    """``values`` is ``(n, len(SUMMARY_DIMENSIONS))``; NaN is a missing value."""
+    finite = np.isfinite(values)
+    counts = finite.sum(axis=0)
+    sums = np.where(finite, values, 0.0).sum(axis=0)
+    means = {
+        name: (float(sums[j] / counts[j]) if counts[j] else None)
+        for j, name in enumerate(SUMMARY_DIMENSIONS)
+    }
+    return EmotionMeans(group=group, readings=int(values.shape[0]), means=means)
+
+
+def _grouped(
+    values: np.ndarray[Any, np.dtype[np.float64]], keys: list[str | None], order: list[str]
+) -> tuple[EmotionMeans, ...]:
+    members: dict[str, list[int]] = {name: [] for name in order}
+    for index, key in enumerate(keys):
+        if key is not None:
+            members.setdefault(key, []).append(index)
+    return tuple(_means(values[idx], name) for name, idx in members.items())
+
+
+def emotion_summary(
+    store: EventStore,
+    session: Session,
+    *,
+    workspace_id: str,
+    span: funnels.Period,
+    funnel_id: str | None = None,
+    cohort_property: str | None = None,
+    identity: IdentityMode = "retroactive",
+) -> EmotionSummary:
+    """Mean emotion per day, per step of funnel ``funnel_id`` (the furthest step the writer
+    had reached, as in :func:`cohorts`) and per value of ``cohort_property`` on the
+    reading's event, from one scan of the period's readings. Readings outside every step
+    or without the property are left out of those groups."""
+    path = None
+    if cohort_property:
+        try:
+            path = PropertyPath.parse(cohort_property)
+        except ValueError as exc:
+            raise InvalidInput(f"cohort property: {exc}") from None
+    rows = store.emotion_rows(
+        EmotionScan(
+            workspace_id=workspace_id,
+            start_us=span.start_us,
+            end_us=span.end_us,
+            group=path,
+            identity=identity,
+            plutchik=PLUTCHIK,
+        )
+    )
+    values = np.column_stack([rows.plutchik, rows.vad]).reshape(
+        len(rows.ts), len(SUMMARY_DIMENSIONS)
+    )
+    day_us = BUCKET_US["day"]
+    origin = span.start_us - span.start_us % day_us
+    days = [
+        datetime.fromtimestamp(float(origin + i * day_us) / US, tz=UTC).date().isoformat()
+        for i in range((span.end_us - 1 - origin) // day_us + 1)
+    ]
+    day_keys: list[str | None] = [days[(ts - origin) // day_us] for ts in rows.ts.tolist()]
+    by_step: tuple[EmotionMeans, ...] = ()
+    if funnel_id is not None:
+        funnel = funnels.get_funnel(session, workspace_id=workspace_id, funnel_id=funnel_id)
+        names = step_names(FunnelDefinition.model_validate(funnel.definition))
+        steps = _step_groups(
+            store, session, rows, workspace_id=workspace_id, funnel_id=funnel_id, span=span
+        )
+        by_step = _grouped(values, steps, names)
+    return EmotionSummary(
+        readings=len(rows.ts),
+        visitors=int(np.unique(rows.person).size),
+        by_day=_grouped(values, day_keys, days),
+        by_step=by_step,
+        by_cohort=_grouped(values, rows.group, sorted({g for g in rows.group if g is not None}))
+        if path is not None
+        else (),
+    )
+
+
+def dominant_emotions(
+    store: EventStore,
+    *,
+    workspace_id: str,
+    span: funnels.Period,
+    identity: IdentityMode = "retroactive",
+) -> dict[int, str]:
+    """Each person's prevailing Ekman-7 emotion in the period: the class of most of their
+    readings (a tie goes to the class read last), keyed by the person codes of the store's
+    scans, for :class:`nexus.funnels.service.PersonGroups`."""
+    rows = store.emotion_rows(
+        EmotionScan(
+            workspace_id=workspace_id,
+            start_us=span.start_us,
+            end_us=span.end_us,
+            identity=identity,
+        )
+    )
+    tallies: dict[int, dict[str, tuple[int, int]]] = {}
+    for index, (code, ekman) in enumerate(zip(rows.person.tolist(), rows.ekman, strict=True)):
+        counts = tallies.setdefault(code, {})
+        seen, _ = counts.get(ekman, (0, 0))
+        counts[ekman] = (seen + 1, index)  # rows are in time order within a person
+    return {code: max(counts, key=lambda e: counts[e]) for code, counts in tallies.items()}

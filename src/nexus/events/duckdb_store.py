@@ -25,6 +25,7 @@ import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
+from numpy.typing import NDArray
 
 from nexus.events.normalize import ROW_FIELDS, EventRow, row_to_message
 from nexus.events.store import (
@@ -650,8 +651,14 @@ class DuckDBEventStore(EventStore):
             )
             params.extend([resolved, query.workspace_id, resolved])
         emotion = "json_extract(e.context, '$.emotion')"
+        scores = "".join(
+            f"TRY_CAST(json_extract_string({emotion}, ?) AS DOUBLE) AS p{i}, "
+            for i in range(len(query.plutchik))
+        )
+        # Placed before the group's and the filters' parameters, as in the SQL text.
+        params[:0] = [_json_path(("plutchik", name)) for name in query.plutchik]
         sql = (
-            f"SELECT {code} AS code, epoch_us(e.timestamp) AS ts, "
+            f"SELECT {code} AS code, epoch_us(e.timestamp) AS ts, {scores}"
             f"TRY_CAST(json_extract_string({emotion}, '$.valence') AS DOUBLE) AS v, "
             f"TRY_CAST(json_extract_string({emotion}, '$.arousal') AS DOUBLE) AS a, "
             f"TRY_CAST(json_extract_string({emotion}, '$.dominance') AS DOUBLE) AS d, "
@@ -692,6 +699,7 @@ class DuckDBEventStore(EventStore):
             ),
             group=table.column("grp").to_pylist(),
             message_id=table.column("message_id").to_pylist(),
+            plutchik=_scores(table, len(query.plutchik)),
         )
 
     def property_rows(self, query: PropertyScan) -> PropertyRows:
@@ -779,6 +787,17 @@ class DuckDBEventStore(EventStore):
     def close(self) -> None:
         with self._write_lock:
             self._con.close()
+
+
+def _scores(table: pa.Table, k: int) -> NDArray[np.float64]:
+    """The ``p0`` … ``p{k-1}`` columns as an ``(n, k)`` array in [0, 1], NaN where missing
+    or not a finite number (readings can come from clients too)."""
+    if not k:
+        return np.zeros((table.num_rows, 0))
+    values = np.column_stack(
+        [table.column(f"p{i}").to_numpy(zero_copy_only=False).astype(np.float64) for i in range(k)]
+    ).reshape(table.num_rows, k)
+    return np.clip(np.where(np.isfinite(values), values, np.nan), 0.0, 1.0)
 
 
 def _identity_sql(identity: str) -> tuple[str, str, str]:

@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 from starlette.concurrency import run_in_threadpool
 
 from nexus.core.clock import utcnow
@@ -42,7 +44,16 @@ from nexus.events.normalize import (
     parse_time,
 )
 from nexus.events.pipeline import JOURNAL_MARKER, IngestPipeline, encode_record
-from nexus.events.store import EventStore, StepRows, StepScan, StoreBusy
+from nexus.events.store import (
+    Condition,
+    EventStore,
+    IdentityMode,
+    PropertyPath,
+    PropertyScan,
+    StepRows,
+    StepScan,
+    StoreBusy,
+)
 from nexus.privacy.runtime import PrivacyRuntime
 from nexus.storage import pagination
 
@@ -328,6 +339,189 @@ def scan(store: EventStore, query: StepScan) -> StepRows:
         return store.scan(query)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
+
+
+DAY_US = 86_400_000_000
+# What NEXUS records about visitors itself (see nexus.events.bots): not their activity.
+SYSTEM_EVENTS = ("$decision", "$exposure")
+_BOT = PropertyPath("context", ("bot",))
+
+
+@dataclass(frozen=True, slots=True)
+class DayActivity:
+    """One UTC day of a workspace's traffic: people (identity-resolved), their events, those
+    who did the goal event and the value it carried; bots apart."""
+
+    start_us: int
+    visitors: int
+    events: int
+    converted: int
+    revenue: float
+    bot_visitors: int
+    bot_events: int
+
+    @property
+    def conversion(self) -> float:
+        return self.converted / self.visitors if self.visitors else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """A period's totals (each person counted once) and its days, oldest first."""
+
+    visitors: int
+    events: int
+    converted: int
+    revenue: float
+    bot_visitors: int
+    bot_events: int
+    days: tuple[DayActivity, ...]
+
+    @property
+    def conversion(self) -> float:
+        return self.converted / self.visitors if self.visitors else 0.0
+
+
+def _distinct_per_day(day: NDArray[np.int64], person: NDArray[np.int64], n: int) -> list[int]:
+    if not len(day):
+        return [0] * n
+    pairs = np.unique(np.column_stack([day, person]), axis=0)
+    return [int(c) for c in np.bincount(pairs[:, 0], minlength=n)]
+
+
+def activity(
+    store: EventStore,
+    *,
+    workspace_id: str,
+    start_us: int,
+    end_us: int,
+    goal_event: str,
+    value_property: str = "properties.revenue",
+    identity: IdentityMode = "retroactive",
+) -> Activity:
+    """Visitors, events, conversions (people who did ``goal_event``) and the sum of
+    ``value_property`` on goal events in ``[start_us, end_us)``, per UTC day and in total.
+
+    A person any of whose events in the period is marked as a bot's (``context.bot``, set on
+    ingest) counts as a bot visitor with all their events, also those sent before the
+    verdict; bots' conversions and revenue are left out. NEXUS's own records
+    (:data:`SYSTEM_EVENTS`) are not activity. Built on the store's funnel scan and property
+    rows, so every store answers it the same way.
+    """
+    if end_us <= start_us:
+        raise InvalidInput("The period must end after it starts.")
+    rows = scan(
+        store,
+        StepScan(
+            workspace_id=workspace_id,
+            conditions=(Condition(goal_event), *(Condition(e) for e in SYSTEM_EVENTS)),
+            start_us=start_us,
+            end_us=end_us,
+            breakdown=_BOT,
+            all_events=True,
+            identity=identity,
+        ),
+    )
+    own = (rows.mask & 0b110) == 0
+    person, ts, goal = rows.person[own], rows.ts[own], (rows.mask[own] & 1) == 1
+    marked_codes = [i for i, label in enumerate(rows.breakdown_labels) if label is not None]
+    assert rows.breakdown is not None
+    marked = np.isin(rows.breakdown[own], marked_codes)
+    bots = np.unique(person[marked])
+    is_bot = np.isin(person, bots)
+    origin = start_us - start_us % DAY_US
+    n_days = (end_us - 1 - origin) // DAY_US + 1
+    day = (ts - origin) // DAY_US
+    human = ~is_bot
+    visitors = _distinct_per_day(day[human], person[human], n_days)
+    converted = _distinct_per_day(day[human & goal], person[human & goal], n_days)
+    bot_visitors = _distinct_per_day(day[is_bot], person[is_bot], n_days)
+    events = np.bincount(day[human], minlength=n_days)
+    bot_events = np.bincount(day[is_bot], minlength=n_days)
+    revenue = _revenue_per_day(
+        store,
+        workspace_id=workspace_id,
+        start_us=start_us,
+        end_us=end_us,
+        goal_event=goal_event,
+        value_property=value_property,
+        identity=identity,
+        bots=bots,
+        origin=origin,
+        n_days=n_days,
+    )
+    days = tuple(
+        DayActivity(
+            start_us=origin + i * DAY_US,
+            visitors=visitors[i],
+            events=int(events[i]),
+            converted=converted[i],
+            revenue=revenue[i],
+            bot_visitors=bot_visitors[i],
+            bot_events=int(bot_events[i]),
+        )
+        for i in range(n_days)
+    )
+    return Activity(
+        visitors=int(np.unique(person[human]).size),
+        events=int(human.sum()),
+        converted=int(np.unique(person[human & goal]).size),
+        revenue=sum(revenue),
+        bot_visitors=int(bots.size),
+        bot_events=int(is_bot.sum()),
+        days=days,
+    )
+
+
+def _revenue_per_day(
+    store: EventStore,
+    *,
+    workspace_id: str,
+    start_us: int,
+    end_us: int,
+    goal_event: str,
+    value_property: str,
+    identity: IdentityMode,
+    bots: NDArray[np.int64],
+    origin: int,
+    n_days: int,
+) -> list[float]:
+    """The sum of ``value_property`` on humans' goal events per day; values that are not
+    finite numbers count as none."""
+    try:
+        path = PropertyPath.parse(value_property)
+    except ValueError as exc:
+        raise InvalidInput(f"value property: {exc}") from None
+    try:
+        found = store.property_rows(
+            PropertyScan(
+                workspace_id=workspace_id,
+                events=(goal_event,),
+                start_us=start_us,
+                end_us=end_us,
+                properties=(path,),
+                identity=identity,
+            )
+        )
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    totals = [0.0] * n_days
+    human = ~np.isin(found.person, bots)
+    for index in np.flatnonzero(human).tolist():
+        value = _number(found.values[0][index])
+        if value is not None:
+            totals[(int(found.ts[index]) - origin) // DAY_US] += value
+    return totals
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
 
 
 @contextmanager

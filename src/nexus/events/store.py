@@ -152,13 +152,16 @@ class EmotionScan:
     group: PropertyPath | None = None
     identity: Literal["retroactive", "forward"] = "retroactive"
     limit: int | None = None
+    plutchik: tuple[str, ...] = ()
+    """Plutchik emotions (``joy``, ``trust`` …) to fetch from each reading's ``plutchik``."""
 
 
 @dataclass(frozen=True, slots=True)
 class EmotionRows:
     """Emotion readings sorted by person code, then time (by time alone for one person's).
     ``vad`` is ``(n, 3)`` in [-1, 1], NaN where a reading lacks a finite value; ``label`` the
-    dominant fine-grained label, ``ekman`` the dominant Ekman-7 class."""
+    dominant fine-grained label, ``ekman`` the dominant Ekman-7 class; ``plutchik`` is
+    ``(n, k)`` for the ``k`` emotions the scan asked for, in [0, 1], NaN where missing."""
 
     person: NDArray[np.int64]
     ts: NDArray[np.int64]
@@ -168,6 +171,7 @@ class EmotionRows:
     confidence: NDArray[np.float64]
     group: list[str | None]
     message_id: list[str]
+    plutchik: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
 
 
 @dataclass(frozen=True, slots=True)

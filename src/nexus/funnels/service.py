@@ -9,10 +9,13 @@ every store.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -238,6 +241,33 @@ def _spec(
 
 
 @dataclass(frozen=True)
+class PersonGroups:
+    """A breakdown by something known of each person rather than of a path's first event
+    (the emotion that prevailed in what they wrote, say): ``labels`` maps the person codes
+    of the store's scans to a group; people without one form the group None."""
+
+    name: str
+    labels: Mapping[int, str]
+
+
+def _person_breakdown(
+    person: NDArray[np.int64], groups: PersonGroups
+) -> tuple[NDArray[np.int32], tuple[str | None, ...]]:
+    names = tuple(sorted(set(groups.labels.values())))
+    code_of = {name: i for i, name in enumerate(names)}
+    keys = np.fromiter(groups.labels.keys(), np.int64, len(groups.labels))
+    codes = np.fromiter((code_of[v] for v in groups.labels.values()), np.int32, len(keys))
+    order = np.argsort(keys)
+    keys, codes = keys[order], codes[order]
+    out = np.full(len(person), len(names), dtype=np.int32)
+    if len(keys):
+        at = np.clip(np.searchsorted(keys, person), 0, len(keys) - 1)
+        hit = keys[at] == person
+        out[hit] = codes[at[hit]]
+    return out, (*names, None)
+
+
+@dataclass(frozen=True)
 class Analysis:
     spec: engine.FunnelSpec
     paths: engine.PersonPaths
@@ -254,11 +284,16 @@ def analyse(
     breakdown: str | None = None,
     identity: IdentityMode = "retroactive",
     with_person_ids: bool = False,
+    person_groups: PersonGroups | None = None,
 ) -> Analysis:
+    """Each person's best path; broken down by ``breakdown`` (a property of the path's first
+    event) or, instead, by ``person_groups``."""
     marked = store.marker(bots_marker(workspace_id)) is not None
     spec, conditions = _spec(definition, bots_marked=marked)
     try:
-        breakdown_path = PropertyPath.parse(breakdown) if breakdown else None
+        breakdown_path = (
+            PropertyPath.parse(breakdown) if breakdown and person_groups is None else None
+        )
     except ValueError as exc:
         raise InvalidInput(f"breakdown: {exc}") from None
     rows = events.scan(
@@ -274,14 +309,13 @@ def analyse(
             with_person_ids=with_person_ids,
         ),
     )
+    codes, labels = rows.breakdown, rows.breakdown_labels
+    if person_groups is not None:
+        codes, labels = _person_breakdown(rows.person, person_groups)
     matrix = engine.EventMatrix(
-        person=rows.person,
-        ts=rows.ts,
-        mask=rows.mask,
-        breakdown=rows.breakdown,
-        breakdown_labels=rows.breakdown_labels,
+        person=rows.person, ts=rows.ts, mask=rows.mask, breakdown=codes, breakdown_labels=labels
     )
-    return Analysis(spec, engine.paths(spec, matrix), rows.breakdown_labels, rows.person_ids)
+    return Analysis(spec, engine.paths(spec, matrix), labels, rows.person_ids)
 
 
 def report(
@@ -294,9 +328,11 @@ def report(
     interval: Interval | None = None,
     bins: int = 10,
     identity: IdentityMode = "retroactive",
+    person_groups: PersonGroups | None = None,
 ) -> FunnelReport:
-    """The funnel over ``span``; ``breakdown`` overrides the definition's default."""
-    breakdown = breakdown or definition.breakdown
+    """The funnel over ``span``; ``breakdown`` overrides the definition's default, and
+    ``person_groups`` (see :class:`PersonGroups`) both."""
+    breakdown = person_groups.name if person_groups else breakdown or definition.breakdown
     analysis = analyse(
         store,
         workspace_id=workspace_id,
@@ -304,6 +340,7 @@ def report(
         span=span,
         breakdown=breakdown,
         identity=identity,
+        person_groups=person_groups,
     )
     interval_us = INTERVAL_US[interval] if interval else None
     origin = span.start_us - span.start_us % interval_us if interval_us else 0
