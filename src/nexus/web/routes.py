@@ -31,7 +31,6 @@ from nexus.core.ratelimit import RateLimit
 from nexus.core.settings import Settings
 from nexus.events import service as events_service
 from nexus.events.live import summarize_row
-from nexus.funnels import service as funnels_service
 from nexus.security.audit import MAX_TARGET
 from nexus.security.login_guard import GuardEvent, GuardPolicy, LoginGuard, Reason
 from nexus.security.service import append_entry
@@ -327,16 +326,6 @@ def logout(
 # --- dashboard ------------------------------------------------------------------------------
 
 
-@router.get("/")
-def overview(request: Request, dashboard: CurrentDashboard, db: DbSession) -> HTMLResponse:
-    write_key = (
-        service.public_write_key(db, workspace_id=dashboard.current.id)
-        if dashboard.current
-        else None
-    )
-    return _render(request, "overview.html", d=dashboard, page="overview", write_key=write_key)
-
-
 @router.get("/members")
 def members_page(request: Request, dashboard: CurrentDashboard, db: DbSession) -> HTMLResponse:
     members = (
@@ -368,27 +357,6 @@ def events_page(request: Request, dashboard: CurrentDashboard) -> HTMLResponse:
         )
         recent = [summarize_row(r) for r in rows]
     return _render(request, "events.html", d=dashboard, page="events", recent=recent)
-
-
-@router.get("/funnels")
-def funnels_page(request: Request, dashboard: CurrentDashboard, db: DbSession) -> HTMLResponse:
-    """Saved funnels with their last 30 days."""
-    reports = []
-    if dashboard.current:
-        store = request.app.state.events.store
-        span = funnels_service.period(None, None)
-        for funnel in funnels_service.list_funnels(
-            db, workspace_id=dashboard.current.id, limit=50
-        ).items:
-            report = funnels_service.report(
-                store,
-                workspace_id=dashboard.current.id,
-                definition=funnels_service.definition_of(funnel),
-                span=span,
-                identity=request.app.state.settings.identity_merge,
-            )
-            reports.append((funnel, report))
-    return _render(request, "funnels.html", d=dashboard, page="funnels", reports=reports)
 
 
 @router.post("/workspaces/switch")
@@ -440,5 +408,9 @@ def install(app: FastAPI) -> None:
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
 
     app.add_exception_handler(LoginRequired, to_login)
+    # Imported here: the pages' module builds on this one's frame (CurrentDashboard, _render).
+    from nexus.web import dashboard  # noqa: PLC0415
+
+    app.include_router(dashboard.router)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
