@@ -84,6 +84,7 @@ def render(
         page=page,
         title_suffix=title_suffix,
         blocks=blocks,
+        only_tones={b.id: " ".join(b.only_tones) for b in page.blocks if b.only_tones},
         tone=tone,
         adaptation_key=adaptation.get("key") if adaptation else None,
         tokens=tokens,

@@ -3,6 +3,7 @@ workspace's public write key, so that a page view reads the database at most onc
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from nexus.core.errors import NotFound
 from nexus.pages import service
@@ -43,22 +45,41 @@ class Site:
 
 class PagesRuntime:
     """Loads hosted funnels on demand and keeps them :data:`TTL_SECONDS`; a write through
-    this process's API invalidates its funnel at once (read-your-writes)."""
+    this process's API invalidates its funnel at once (read-your-writes).
+
+    On the event loop, :meth:`site` answers from the cache; an expired entry is still served
+    while one background load refreshes it, and concurrent views of a funnel not loaded yet
+    wait for one shared load -- a busy page never queues a load per request."""
 
     def __init__(self, session: Callable[[], AbstractContextManager[Session]]) -> None:
         self._session = session
         self._sites: dict[tuple[str, str], Site | None] = {}
         self._loaded: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
+        self._inflight: dict[tuple[str, str], asyncio.Future[Site | None]] = {}
 
-    def cached(self, workspace_id: str, slug: str) -> tuple[bool, Site | None]:
-        """``(fresh, site)``: whether the cache can answer now, and what it holds (``None``
-        for a funnel known not to exist)."""
+    async def site(self, workspace_id: str, slug: str) -> Site | None:
         key = (workspace_id, slug)
         loaded = self._loaded.get(key)
-        if loaded is None or time.monotonic() - loaded >= TTL_SECONDS:
-            return False, None
-        return True, self._sites.get(key)
+        if loaded is not None:
+            if time.monotonic() - loaded >= TTL_SECONDS and key not in self._inflight:
+                self._start_load(key)
+            return self._sites.get(key)
+        pending = self._inflight.get(key) or self._start_load(key)
+        return await asyncio.shield(pending)
+
+    def _start_load(self, key: tuple[str, str]) -> asyncio.Future[Site | None]:
+        future = asyncio.ensure_future(run_in_threadpool(self.load, *key))
+        self._inflight[key] = future
+
+        def done(finished: asyncio.Future[Site | None]) -> None:
+            if self._inflight.get(key) is finished:
+                del self._inflight[key]
+            if not finished.cancelled():
+                finished.exception()  # retrieved: a failed load is retried by the next view
+
+        future.add_done_callback(done)
+        return future
 
     def load(self, workspace_id: str, slug: str) -> Site | None:
         """Read one hosted funnel now (blocking: call it on a worker thread)."""
@@ -101,3 +122,4 @@ class PagesRuntime:
                 if key[0] == workspace_id and (slug is None or key[1] == slug):
                     del self._loaded[key]
                     self._sites.pop(key, None)
+                    self._inflight.pop(key, None)

@@ -177,11 +177,7 @@ def _not_found(what: str) -> HTMLResponse:
 
 
 async def _site(request: Request, workspace_id: str, funnel: str) -> Site | None:
-    pages = pages_of(request)
-    fresh, site = pages.cached(workspace_id, funnel)
-    if not fresh:
-        site = await run_in_threadpool(pages.load, workspace_id, funnel)
-    return site
+    return await pages_of(request).site(workspace_id, funnel)
 
 
 @hosted_router.get("/f/{workspace_id}/{funnel}", openapi_extra=PUBLIC)
