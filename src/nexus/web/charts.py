@@ -44,6 +44,8 @@ PALETTE = (
     "#8a6d00",
     "#1d2130",
 )
+# Red through white to blue (ColorBrewer's RdBu, reversed: blue is the positive end).
+DIVERGING: list[list[float | str]] = [[0.0, "#b2182b"], [0.5, "#f7f7f7"], [1.0, "#2166ac"]]
 FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, sans-serif'
 HEIGHT = 320
 
@@ -197,10 +199,12 @@ def bar_figure(
     value_title: str = "",
     value_format: str | None = None,
     category_title: str = "",
+    dates: bool = False,
     height: int = HEIGHT,
 ) -> Figure:
     """Bars per category, one colour per series; horizontal bars list the first category on
-    top (funnel steps read downwards)."""
+    top (funnel steps read downwards). ``dates``: the categories are ISO dates, drawn on a
+    time axis (readable ticks instead of one label per bar)."""
     cats = list(categories)
     data = []
     for index, s in enumerate(series):
@@ -219,7 +223,7 @@ def bar_figure(
             )
         data.append(trace)
     value_axis = _axis(value_title, fmt=value_format)
-    category_axis = _axis(category_title, type="category")
+    category_axis = _axis(category_title, type="date" if dates else "category")
     if horizontal:
         category_axis["autorange"] = "reversed"
     return {
@@ -279,10 +283,12 @@ def heatmap_figure(
     zmax: float | None = None,
     value_title: str = "",
     value_format: str = ".2f",
+    colorscale: str | list[list[float | str]] | None = None,
     height: int | None = None,
 ) -> Figure:
     """``z[i][j]`` is the value of row ``i`` and column ``j``; rows listed top to bottom, each
-    cell labelled with its value (None: an empty cell)."""
+    cell labelled with its value (None: an empty cell). The default colours diverge from
+    white at the middle of ``[zmin, zmax]``: red below, blue above."""
     if len(z) != len(rows) or any(len(r) != len(columns) for r in z):
         raise ValueError("z must have one row per row label and one value per column")
     trace: dict[str, Any] = {
@@ -290,7 +296,7 @@ def heatmap_figure(
         "x": list(columns),
         "y": list(rows),
         "z": [_values(r) for r in z],
-        "colorscale": "Viridis",
+        "colorscale": colorscale or DIVERGING,
         "texttemplate": f"%{{z:{value_format}}}",
         "hovertemplate": f"%{{y}} · %{{x}}: %{{z:{value_format}}}<extra></extra>",
         "colorbar": {"title": {"text": value_title}, "thickness": 12},
@@ -304,7 +310,7 @@ def heatmap_figure(
     return {
         "data": [trace],
         "layout": _layout(
-            height=height or max(HEIGHT // 2, 60 + 36 * len(rows)),
+            height=height or max(HEIGHT - 40, 90 + 44 * len(rows)),
             legend=False,
             xaxis=_axis(type="category", side="top", gridcolor="rgba(0, 0, 0, 0)"),
             yaxis=_axis(type="category", autorange="reversed", gridcolor="rgba(0, 0, 0, 0)"),

@@ -48,7 +48,7 @@ BREAKDOWNS: dict[str, str] = {
     "": "The funnel's own",
     "properties.variant": "Variant",
     "context.campaign.source": "Source",
-    "emotion": "Emotion (prevailing in what the visitor wrote)",
+    "emotion": "Emotion",
 }
 COHORTS: dict[str, str] = {
     "properties.variant": "Variant",
@@ -212,7 +212,7 @@ def overview_charts(activity: events_service.Activity) -> dict[str, ChartData]:
         y_title="People",
     )
     revenue = charts.bar_figure(
-        days, [Series("Revenue", [round(d.revenue, 2) for d in activity.days])], value_title=""
+        days, [Series("Revenue", [round(d.revenue, 2) for d in activity.days])], dates=True
     )
     conversion = charts.line_figure(
         days,
