@@ -59,6 +59,16 @@ CROSS_FIELD_RULES = {
     # Privacy: custom PII patterns must compile (RE2), and person names need an NER model
     # that the server may not load -- a property of the deployment, not of the request.
     ("PUT", "/v1/privacy/settings"),
+    # Hosted pages: each block's content must fit its kind, ids and slugs be unique, links
+    # be safe URLs.
+    ("POST", "/v1/hosted-funnels"),
+    # Decision settings: a webhook URL must name a host that is not a private address.
+    ("PUT", "/v1/decision-settings"),
+    # Adaptations: trigger clauses mean what flag clauses mean (an 'in' needs a list).
+    ("POST", "/v1/adaptations"),
+    ("PUT", "/v1/adaptations/{adaptation_key}"),
+    ("PUT", "/v1/hosted-funnels/{slug}"),
+    ("PUT", "/v1/hosted-funnels/{slug}/steps/{step}"),
 }
 
 # The bar: generated requests per full run, over every kind of credential.

@@ -632,7 +632,7 @@ def create_adaptation(
 
 def _check_trigger(data: AdaptationBody) -> None:
     try:
-        evaluator.parse_clauses([c.model_dump(mode="json") for c in data.when])
+        evaluator.parse_clauses([c.model_dump(mode="json") for c in data.when], where="when")
     except evaluator.FlagDefinitionError as exc:
         raise _invalid(str(exc), "when") from None
 
