@@ -34,6 +34,7 @@ from nexus.events.live import summarize_row
 from nexus.security.audit import MAX_TARGET
 from nexus.security.login_guard import GuardEvent, GuardPolicy, LoginGuard, Reason
 from nexus.security.service import append_entry
+from nexus.web import sdk
 from nexus.workspaces import service
 from nexus.workspaces.deps import (
     AUTH_MARKER,
@@ -413,4 +414,5 @@ def install(app: FastAPI) -> None:
 
     app.include_router(dashboard.router)
     app.include_router(router)
+    app.include_router(sdk.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
