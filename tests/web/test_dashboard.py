@@ -26,8 +26,7 @@ from nexus.core.settings import Settings
 from nexus.security.bots import CHROME
 from nexus.storage.database import Database
 from nexus.web import charts
-from nexus.web.charts import Band, Series
-from nexus.web.dashboard import CHART_PAGE_CSP
+from nexus.web.charts import CHART_PAGE_CSP, Band, Series
 from nexus.web.routes import templates
 from nexus.workspaces.models import Role
 from tests.conftest import World, bearer, login
@@ -588,9 +587,14 @@ def test_chart_pages_allow_inline_styles_and_nothing_else_more(
     assert directives.pop("style-src") == "'self'"
     assert chart == directives
     assert "unsafe" not in chart["script-src"]
-    send(client, world, [message(1, "h1", "Viewed", 5)])
     login(client, world.a.members[Role.VIEWER].email)
-    assert client.get("/").headers["content-security-policy"] == CHART_PAGE_CSP
+    # Nothing to draw yet: the app's own policy.
+    for path in ("/", "/funnels", "/emotion"):
+        assert client.get(path).headers["content-security-policy"] == app_csp, path
+    send(client, world, [message(1, "h1", "Viewed", 5)])
+    for path in ("/", "/funnels"):
+        assert client.get(path).headers["content-security-policy"] == CHART_PAGE_CSP, path
+    assert client.get("/emotion").headers["content-security-policy"] == app_csp
     assert client.get("/keys").headers["content-security-policy"] == app_csp
 
 

@@ -114,6 +114,24 @@ def plotly_js(request: Request) -> Response:
     )
 
 
+# plotly.js adds style rules at run time (<style> elements, style attributes); under the app's
+# `style-src 'self'` the browser blocks them with a console error each, and the mode bar, hover
+# labels and the plot's stacked SVG layers lose their layout. Pages that draw charts therefore
+# allow inline *styles* -- never inline scripts: script-src stays 'self', so injected markup
+# still cannot run code, and Jinja escapes what the pages print. The rest is the app's policy
+# (nexus.api.middleware.SECURITY_HEADERS; tests/web/test_dashboard.py checks the two agree).
+CHART_PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
+
+
+def allow_chart_styles(response: Response) -> None:
+    """Give a page that draws charts (``chart_scripts()`` in its template) the policy
+    plotly.js needs, :data:`CHART_PAGE_CSP`; pages without charts keep the app's."""
+    response.headers["Content-Security-Policy"] = CHART_PAGE_CSP
+
+
 # --- figures --------------------------------------------------------------------------------
 
 

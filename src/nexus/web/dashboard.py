@@ -60,17 +60,6 @@ NONE = "\u2013"  # an en dash: no value
 EMOTION_COLUMNS = (*PLUTCHIK, "valence")
 _VISITOR_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,512}$")
 
-# plotly.js adds style rules at run time (a <style> element, style attributes); under the
-# app's `style-src 'self'` the browser blocks them and logs a CSP violation for each, and
-# hover labels and the mode bar lose their layout. Pages with charts therefore allow inline
-# *styles* -- never inline scripts: script-src stays 'self', so injected markup still cannot
-# run code, and Jinja escapes everything the pages print. The rest is the app's policy
-# (nexus.api.middleware.SECURITY_HEADERS; a test checks the two agree).
-CHART_PAGE_CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-    "script-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-)
-
 
 class PageQueryInvalid(NexusError):
     """A query parameter of a dashboard page that the page cannot show."""
@@ -147,10 +136,12 @@ def _problem(request: Request, dashboard: Dashboard, exc: NexusError) -> HTMLRes
 
 
 def _chart_page(
-    request: Request, name: str, status_code: int = 200, **context: Any
+    request: Request, name: str, *, has_charts: bool, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    response = _render(request, name, status_code=status_code, **context)
-    response.headers["Content-Security-Policy"] = CHART_PAGE_CSP
+    """A page; one that draws charts loads plotly.js and gets the policy it needs."""
+    response = _render(request, name, status_code=status_code, has_charts=has_charts, **context)
+    if has_charts:
+        charts.allow_chart_styles(response)
     return response
 
 
@@ -284,6 +275,7 @@ def overview(
     return _chart_page(
         request,
         "overview.html",
+        has_charts=bool(activity.visitors or activity.bot_visitors),
         **context,
         days=window.days,
         goal=goal,
@@ -447,6 +439,7 @@ def funnels_page(
     return _chart_page(
         request,
         "funnels.html",
+        has_charts=any(report.entered for _, report, _ in sections),
         **context,
         days=window.days,
         breakdown=chosen or "",
@@ -646,6 +639,7 @@ def emotion_page(
     return _chart_page(
         request,
         "emotion.html",
+        has_charts=bool(summary.readings or trajectory),
         # A visitor without readings: the rest of the page, and a 404 that says so.
         status_code=404 if missing_visitor else 200,
         **context,
