@@ -22,7 +22,12 @@ from fastapi.testclient import TestClient
 
 from nexus.api.app import create_app
 from nexus.api.middleware import SECURITY_HEADERS
+from nexus.core.errors import InvalidInput
 from nexus.core.settings import Settings
+from nexus.events import service as events_service
+from nexus.events.duckdb_store import DuckDBEventStore
+from nexus.events.normalize import ROW_FIELDS, normalize
+from nexus.events.store import WorkspaceBatch
 from nexus.security.bots import CHROME
 from nexus.storage.database import Database
 from nexus.web import charts
@@ -546,6 +551,72 @@ def test_a_visitors_trajectory_with_its_forecast_band(client: TestClient, world:
     missing = client.get("/emotion?visitor=nobody")
     assert missing.status_code == 404
     assert 'data-testid="visitor-missing"' in missing.text
+
+
+# --- the overview's counting rules, on the store directly ---------------------------------------
+
+DAY = 86_400_000_000
+START = 1_700_006_400_000_000  # 2023-11-15T00:00:00Z, a UTC midnight
+
+
+def test_activity_counts_people_per_day_and_leaves_out_bots_and_own_records() -> None:
+    """Three UTC days: a person counts once per day and once in the total; NEXUS's own
+    $decision/$exposure records are no activity; everything of a person any of whose events
+    is marked as a bot's counts under bots (also what they sent before the verdict); revenue
+    sums numbers on humans' goal events; the period is [start, end)."""
+    store = DuckDBEventStore(":memory:")
+    bot = {"bot": {"score": 1.0, "reasons": ["user-agent:Googlebot"]}}
+
+    def row(n: int, who: str, event: str, at: int, context: Any = None, **props: Any) -> Any:
+        message = {
+            "type": "track",
+            "event": event,
+            "anonymousId": who,
+            "messageId": f"a-{n}",
+            "timestamp": datetime.fromtimestamp(at / 1e6, UTC).isoformat(),
+            "properties": props,
+        }
+        stored = list(normalize(message, received_at=at))
+        if context is not None:
+            stored[ROW_FIELDS.index("context")] = json.dumps(context)
+        return stored
+
+    rows = [
+        row(1, "p1", "Viewed", START),  # the first instant of the period counts
+        row(2, "p1", "Viewed", START + 1000),
+        row(3, "p1", "Order Completed", START + 2000, revenue=10),
+        row(4, "p1", "$decision", START + 3000),
+        row(5, "p2", "$exposure", START + 4000),  # only NEXUS's records: not a visitor
+        row(6, "p1", "Viewed", START + DAY + 5),
+        row(7, "p3", "Order Completed", START + DAY + 6, revenue="2.5"),
+        row(8, "p3", "Order Completed", START + DAY + 7, revenue="lots"),
+        row(9, "b1", "Viewed", START + 10),  # before the verdict
+        row(10, "b1", "Order Completed", START + DAY + 8, bot, revenue=99),
+        row(11, "p4", "Viewed", START + 3 * DAY),  # the end of the period: left out
+    ]
+    store.append([WorkspaceBatch("w", rows)])
+    found = events_service.activity(
+        store,
+        workspace_id="w",
+        start_us=START,
+        end_us=START + 3 * DAY,
+        goal_event="Order Completed",
+    )
+    assert [(d.visitors, d.events, d.converted, d.revenue) for d in found.days] == [
+        (1, 3, 1, 10.0),
+        (2, 3, 1, 2.5),
+        (0, 0, 0, 0.0),
+    ]
+    assert [(d.bot_visitors, d.bot_events) for d in found.days] == [(1, 1), (1, 1), (0, 0)]
+    assert [d.start_us for d in found.days] == [START, START + DAY, START + 2 * DAY]
+    assert (found.visitors, found.events, found.converted, found.revenue) == (2, 6, 2, 12.5)
+    assert (found.bot_visitors, found.bot_events) == (1, 2)
+    assert found.conversion == 1.0
+    with pytest.raises(InvalidInput):
+        events_service.activity(
+            store, workspace_id="w", start_us=START, end_us=START, goal_event="Order Completed"
+        )
+    store.close()
 
 
 # --- plotly.js, CSP -----------------------------------------------------------------------------
