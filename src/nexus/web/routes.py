@@ -410,9 +410,10 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(LoginRequired, to_login)
     # Imported here: the pages' module builds on this one's frame (CurrentDashboard, _render).
-    from nexus.web import dashboard  # noqa: PLC0415
+    from nexus.web import dashboard, dashboard_ops  # noqa: PLC0415
 
     app.include_router(dashboard.router)
+    app.include_router(dashboard_ops.router)
     app.include_router(router)
     app.include_router(sdk.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
