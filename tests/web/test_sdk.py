@@ -94,3 +94,19 @@ def test_loads_without_a_browser(client: TestClient, tmp_path: Path) -> None:
         ["node", "-e", runner], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_edge_model_may_be_read_by_any_site(client: TestClient) -> None:
+    """The SDK on a shop's own origin reads visitors' words in the browser: the model's JSON
+    answers CORS (its preflight too), as ingestion and decide do."""
+    origin = {"Origin": "https://shop.example"}
+    response = client.get("/v1/emotion/edge-model", headers=origin)
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] in ("*", "https://shop.example")
+    assert response.json()["format"] == "nexus-edge-emotion"
+    preflight = client.options(
+        "/v1/emotion/edge-model",
+        headers={**origin, "Access-Control-Request-Method": "GET"},
+    )
+    assert preflight.status_code in (200, 204)
+    assert "GET" in preflight.headers["access-control-allow-methods"]

@@ -64,7 +64,14 @@ log = get_logger("nexus.api")
 # What web pages call with the public write key, from any site: ingestion, decide, flag
 # definitions and OFREP.
 BROWSER_PATHS = frozenset(
-    {*events_views.INGEST_PATHS, DECIDE_PATH, "/v1/flags/definitions", privacy_views.CONSENT_PATH}
+    {
+        *events_views.INGEST_PATHS,
+        DECIDE_PATH,
+        "/v1/flags/definitions",
+        privacy_views.CONSENT_PATH,
+        # The SDK on another site loads the edge emotion model to read text in the browser.
+        emotion_views.EDGE_MODEL_PATH,
+    }
 )
 BROWSER_PREFIXES = ("/ofrep/v1/",)
 

@@ -68,6 +68,9 @@ async def analyze(
     return await run_in_threadpool(runtime(request).analyze, texts, mode=body.mode)
 
 
+EDGE_MODEL_PATH = "/v1/emotion/edge-model"
+
+
 @router.get(
     "/emotion/edge-model",
     openapi_extra=PUBLIC,

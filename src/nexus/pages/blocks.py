@@ -216,6 +216,7 @@ class Shown(BaseModel):
     variant: str
     tone: str | None
     content: _Content
+    original: dict[str, Any] | None = None  # the variant's own content, when ``tone`` is set
 
 
 def _resolve_block(block: Block, variant: str | None, tone: str | None) -> Shown:
@@ -230,6 +231,7 @@ def _resolve_block(block: Block, variant: str | None, tone: str | None) -> Shown
         variant=chosen.key,
         tone=tone if override else None,
         content=content,
+        original=chosen.content if override else None,
     )
 
 

@@ -97,6 +97,20 @@ def render(
     )
 
 
+def original(shown: Shown, field: str) -> Markup:
+    """For a field rendered in a tone's words, its own text as ``data-nexus-original``: the
+    SDK restores it when the visitor's tone changes to one without an override."""
+    if shown.tone is None or shown.original is None:
+        return Markup("")
+    text = shown.original.get(field)
+    if not isinstance(text, str):
+        return Markup("")
+    return Markup(' data-nexus-original="{}"').format(text)
+
+
+environment.globals["original"] = original
+
+
 def href(target: str, base_path: str) -> str:
     """A block's link: ``./step`` within the funnel, else as written (validated on save)."""
     return base_path + target[2:] if target.startswith("./") else target
