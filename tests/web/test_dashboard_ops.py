@@ -167,7 +167,12 @@ def _experiment(
 def test_every_page_renders_for_every_role(client: TestClient, world: World, role: Role) -> None:
     _sign_in(client, world, role)
     for path, heading in zip(PAGES, HEADINGS, strict=True):
-        page = _is_page(client.get(path), 200)
+        response = client.get(path)
+        page = _is_page(response, 200)
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self';" in policy  # never inline scripts, charts or not
+        if path in ("/flags", "/settings"):  # no charts: the app's strict style policy
+            assert "style-src 'self';" in policy
         assert f"<h1>{heading}</h1>" in page
         assert "ops.css" in page
         assert 'style="' not in page  # the CSP allows no inline styles
@@ -178,6 +183,20 @@ def test_pages_redirect_to_sign_in_without_a_session(client: TestClient, world: 
         response = client.get(path, follow_redirects=False)
         assert response.status_code == 303
         assert response.headers["location"].startswith("/login?next=")
+    # Forms too; an API key is no dashboard session.
+    user = world.a.members[Role.OWNER].user_id
+    for path in (
+        "/flags/x/toggle",
+        "/flags/x",
+        "/flags/x/document",
+        "/privacy/requests",
+        "/settings/members",
+        f"/settings/members/{user}/role",
+    ):
+        for headers in ({}, bearer(world.a.secret_key)):
+            response = client.post(path, data={}, headers=headers, follow_redirects=False)
+            assert response.status_code == 303, path
+            assert response.headers["location"] == "/login?next=/"
 
 
 # --- experiments ----------------------------------------------------------------------------
