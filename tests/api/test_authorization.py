@@ -108,6 +108,7 @@ def object_ids(world: World) -> dict[str, str]:
         "rollout_id": world.a.rollout_id,
         "slug": "site-a",
         "step": "one",
+        "key": "calm-a",  # dashboard pages name their objects' keys plainly
     }
 
 
