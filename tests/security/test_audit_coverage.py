@@ -29,6 +29,8 @@ from nexus.experiments.models import (
 )
 from nexus.funnels import service as funnels
 from nexus.funnels.models import FunnelCreate
+from nexus.pages import service as pages
+from nexus.pages.models import HostedFunnelCreate
 from nexus.security import service as audit
 from nexus.security.audit import GLOBAL_CHAIN, AuditEntry
 from nexus.storage.database import Database
@@ -37,6 +39,7 @@ from nexus.workspaces.deps import SESSION_COOKIE
 from nexus.workspaces.models import KeyKind, Role
 from tests.api.test_authorization import (
     READ_ONLY_POSTS,
+    SAMPLE_BODIES,
     WRITE_KEY_POSTS,
     WRITE_METHODS,
     _body,
@@ -79,7 +82,15 @@ def _fresh_ids(database: Database, world: World) -> dict[str, str]:
             workspace_id=ws,
             data=FunnelCreate(name=f"walk {n}", steps=[{"event": "A"}, {"event": "B"}]),
         ).id
+        pages.create(
+            db,
+            workspace_id=ws,
+            data=HostedFunnelCreate.model_validate(
+                {"slug": f"site-{n}", **SAMPLE_BODIES["HostedFunnelBody"]}
+            ),
+        )
     ids.update(
+        slug=f"site-{n}",
         flag_key=f"walk-{n}",
         experiment_key=f"exp-{n}",
         adaptation_key=f"ui-{n}",
