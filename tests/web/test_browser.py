@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.cli.demo_process import DemoInfo, running_demo
+from tests.cli.demo_process import DemoInfo
 
 pytestmark = pytest.mark.browser
 
@@ -33,25 +33,6 @@ def _chromium_path() -> str:
             pytest.fail(f"CI must run the browser tests: {reason}")
         pytest.skip(reason)
     return path
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInfo]:
-    """One demo server for every browser test of this module; always stopped afterwards."""
-    with running_demo(tmp_path_factory.mktemp("browser-demo")) as (_process, info, _ready):
-        yield info
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = _chromium_path()
-    with sync_playwright() as playwright:
-        # --no-sandbox: the tests run as root in containers, where Chromium's sandbox refuses.
-        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

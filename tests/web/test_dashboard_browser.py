@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from tests.cli.demo_process import DemoInfo, running_demo
-from tests.web.test_browser import TIMEOUT_MS, _chromium_path, _sign_in
+from tests.cli.demo_process import DemoInfo
+from tests.web.test_browser import TIMEOUT_MS, _sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -27,24 +26,6 @@ DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 PAGES = {"overview": "/", "funnels": "/funnels", "emotion": "/emotion"}
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInfo]:
-    with running_demo(tmp_path_factory.mktemp("dashboard-demo")) as (_process, info, _ready):
-        yield info
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = _chromium_path()
-    with sync_playwright() as playwright:
-        # --no-sandbox: the tests run as root in containers, where Chromium's sandbox refuses.
-        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")

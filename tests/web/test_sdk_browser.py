@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Route, expect
 from playwright.sync_api import Error as PlaywrightError
 
-from tests.cli.demo_process import DemoInfo, free_port, running_demo
+from tests.cli.demo_process import DemoInfo, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -135,12 +135,6 @@ def manual_init(options: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInfo]:
-    with running_demo(tmp_path_factory.mktemp("sdk-demo")) as (_process, info, _ready):
-        yield info
-
-
-@pytest.fixture(scope="module")
 def api(demo: DemoInfo) -> Iterator[httpx.Client]:
     """The demo's API with its secret key: how the tests see what the SDK sent."""
     headers = {"Authorization": f"Bearer {demo.secret_key}"}
@@ -155,18 +149,6 @@ def shop() -> Iterator[Shop]:
         yield server
     finally:
         server.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = _chromium_path()
-    with sync_playwright() as playwright:
-        # --no-sandbox: the tests run as root in containers, where Chromium's sandbox refuses.
-        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @dataclass

@@ -17,10 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.cli.demo_process import DemoInfo, running_demo
-from tests.web.test_browser import TIMEOUT_MS, _chromium_path
+from nexus.pages import samples
+from tests.cli.demo_process import DemoInfo
+from tests.web.test_browser import TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
 
@@ -49,23 +50,6 @@ MEASURE = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInfo]:
-    with running_demo(tmp_path_factory.mktemp("journey-demo")) as (_process, info, _ready):
-        yield info
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = _chromium_path()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 @pytest.fixture
 def page(browser: Browser, demo: DemoInfo) -> Iterator[Page]:
     context = browser.new_context(
@@ -80,6 +64,17 @@ def page(browser: Browser, demo: DemoInfo) -> Iterator[Page]:
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         context.close()
+
+
+@pytest.fixture(autouse=True)
+def _demo_adaptations(demo: DemoInfo) -> None:
+    """The demo's own adaptations, whatever other browser tests did with the shared demo."""
+    with _api(demo) as api:
+        for existing in api.get("/v1/adaptations", params={"limit": 100}).json()["items"]:
+            assert api.delete(f"/v1/adaptations/{existing['key']}").status_code == 204
+        for adaptation in samples.demo_adaptations():
+            created = api.post("/v1/adaptations", json=adaptation)
+            assert created.status_code == 201, created.text
 
 
 def _api(demo: DemoInfo) -> httpx.Client:
