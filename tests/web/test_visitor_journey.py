@@ -147,6 +147,7 @@ def test_a_frustrated_visitor_gets_a_calmer_page_and_converts(
     )
     assert accent_after != accent_before
     expect(chat.locator("[data-nexus-chat-log]")).to_contain_text(FRUSTRATED)
+    page.wait_for_timeout(800)  # the palette fades in over 0.6 s (--nexus-transition)
     _shot(page, "hosted-adapted.png", tmp_path)
 
     adaptation = _eventually(lambda: _events(api, visitor, "$adaptation"))[0]
