@@ -34,6 +34,10 @@ PERSON_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/130.0.0.0 Safari/537.36"
 )
+# Installed after the page loaded: a capture-phase submit listener on the document runs
+# before the SDK's own listener on the chat form, so t0 is taken before any SDK work, and
+# t1 when the <html> element's tone changes to a calming one. tests/web/test_visitor_journey.py
+# measures the same way.
 MEASURE = """() => {
   window.__nx = {t0: null, t1: null};
   document.addEventListener("submit", (e) => {

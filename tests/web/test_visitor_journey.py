@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from benchmarks.bench_adaptation import MEASURE, PERSON_UA
+from benchmarks.bench_adaptation import MESSAGE as FRUSTRATED
 from playwright.sync_api import Browser, Page, expect
 
 from nexus.pages import samples
@@ -25,29 +27,7 @@ from tests.web.test_browser import TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
 
-FRUSTRATED = "this is so confusing, why is shipping this expensive?"
-# Headless Chromium names itself HeadlessChrome, and NEXUS's bot detection rightly serves
-# such a visitor flags only (no adaptation): the visitor here is a person's browser.
-PERSON_UA = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/130.0.0.0 Safari/537.36"
-)
 SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
-# Installed after the page loaded: a capture-phase submit listener on the document runs
-# before the SDK's own listener on the chat form, so t0 is taken before any SDK work, and
-# t1 when the <html> element's tone changes to a calming one.
-MEASURE = """() => {
-  window.__nx = {t0: null, t1: null};
-  document.addEventListener("submit", (e) => {
-    if (e.target.matches("[data-nexus-chat]")) window.__nx.t0 = performance.now();
-  }, true);
-  new MutationObserver(() => {
-    const tone = document.documentElement.dataset.nexusTone;
-    if (!window.__nx.t1 && window.__nx.t0 !== null && (tone === "calm" || tone === "reassuring")) {
-      window.__nx.t1 = performance.now();
-    }
-  }).observe(document.documentElement, {attributes: true, attributeFilter: ["data-nexus-tone"]});
-}"""
 
 
 @pytest.fixture
