@@ -744,6 +744,12 @@ def test_api7_a_name_that_resolves_inward_is_refused_when_sending(
     resolve_webhook_target("https://hooks.example.com/nexus", allow_private=True)
 
 
+def test_api7_a_webhook_url_that_cannot_be_parsed_is_refused_not_a_crash() -> None:
+    # An unbalanced IPv6 bracket makes urlsplit raise; schemathesis found it as a 500.
+    with pytest.raises(WebhookTargetRefused, match="cannot be parsed"):
+        check_webhook_url("https://kZdv8^x$pQf]<4[+TU]kEw,?")
+
+
 # --- API8:2023 Security Misconfiguration --------------------------------------------------------
 
 SECURITY_HEADERS = {

@@ -302,12 +302,16 @@ def check_webhook_url(url: str, *, allow_private: bool = False) -> None:
     names. ``allow_private`` (``NEXUS_WEBHOOK_ALLOW_PRIVATE``) lets an operator send to
     receivers on an internal network. Names are resolved again when sending
     (:func:`resolve_webhook_target`), so a name that later resolves inward is refused then."""
-    parsed = urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    try:
+        parsed = urlsplit(url)
+        hostname = parsed.hostname
+    except ValueError:  # such as an unbalanced "[" of an IPv6 literal
+        raise WebhookTargetRefused("the webhook URL cannot be parsed") from None
+    if parsed.scheme not in ("http", "https") or not hostname:
         raise WebhookTargetRefused("a webhook URL must be http(s) with a host")
     if allow_private:
         return
-    host = parsed.hostname.rstrip(".").lower()
+    host = hostname.rstrip(".").lower()
     if host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
         raise WebhookTargetRefused(f"the webhook host {host!r} names this machine's network")
     try:
