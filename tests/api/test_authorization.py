@@ -24,6 +24,8 @@ from fastapi.testclient import TestClient
 
 from nexus.api.app import api_routes
 from nexus.events.views import INGEST_PATHS
+from nexus.evolution import service as evolution
+from nexus.evolution.models import CampaignCreate
 from nexus.experiments import guard
 from nexus.experiments import service as experiments
 from nexus.experiments.models import (
@@ -82,6 +84,19 @@ def _decision_objects(world: World, database: Database) -> None:
                     {"slug": f"site-{label}", **SAMPLE_BODIES["HostedFunnelBody"]}
                 ),
             )
+            evolution.create(
+                db,
+                workspace_id=tenant.id,
+                data=CampaignCreate.model_validate(
+                    {
+                        **SAMPLE_BODIES["CampaignCreate"],
+                        "key": f"evo-{label}",
+                        "funnel": f"site-{label}",
+                        "step": "one",
+                    }
+                ),
+                actor="tests",
+            )
             tenant.rollout_id = guard.create_rollout(
                 db,
                 workspace_id=tenant.id,
@@ -109,6 +124,8 @@ def object_ids(world: World) -> dict[str, str]:
         "slug": "site-a",
         "step": "one",
         "key": "calm-a",  # dashboard pages name their objects' keys plainly
+        "campaign_key": "evo-a",
+        "candidate_id": "cpy_walker",
     }
 
 
@@ -154,6 +171,22 @@ SAMPLE_BODIES: dict[str, dict[str, object]] = {
     "HostedFunnelCreate": {"slug": "walker", **_SITE},
     "HostedFunnelBody": _SITE,
     "StepPut": {"page": _PAGE},
+    "CampaignCreate": {
+        "key": "walker",
+        "funnel": "site-a",
+        "step": "two",
+        "genes": [
+            {
+                "name": "headline",
+                "target": {"kind": "copy", "block": "h", "field": "text"},
+                "values": ["Hi", "Hello"],
+            }
+        ],
+    },
+    "ActionRequest": {},
+    "PromoteRequest": {},
+    "PinRequest": {"gene": "headline", "value": "Hi"},
+    "CandidatesRequest": {"gene": "headline", "texts": ["Hey"]},
 }
 # POSTs that only read (a query in a body): a viewer may use them.
 READ_ONLY_POSTS = {"/v1/funnels/query"}

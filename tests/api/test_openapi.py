@@ -69,6 +69,11 @@ CROSS_FIELD_RULES = {
     ("PUT", "/v1/adaptations/{adaptation_key}"),
     ("PUT", "/v1/hosted-funnels/{slug}"),
     ("PUT", "/v1/hosted-funnels/{slug}/steps/{step}"),
+    # Evolution: genes must fit the step's page (its blocks, fields, variants), a target
+    # names a block exactly when its kind needs one, elites stay below the population.
+    ("POST", "/v1/evolution/campaigns"),
+    ("POST", "/v1/evolution/campaigns/{campaign_key}/pin"),
+    ("POST", "/v1/evolution/campaigns/{campaign_key}/candidates"),
 }
 
 # The bar: generated requests per full run, over every kind of credential.

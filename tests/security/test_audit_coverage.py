@@ -17,6 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nexus.events.views import INGEST_PATHS
+from nexus.evolution import service as evolution
+from nexus.evolution.models import CampaignCreate, CandidatesRequest, PromoteRequest
 from nexus.experiments import guard, rollouts
 from nexus.experiments import service as experiments
 from nexus.experiments.models import (
@@ -89,6 +91,7 @@ def _fresh_ids(database: Database, world: World) -> dict[str, str]:
                 {"slug": f"site-{n}", **SAMPLE_BODIES["HostedFunnelBody"]}
             ),
         )
+        ids.update(_campaign(db, ws, n))
     ids.update(
         slug=f"site-{n}",
         flag_key=f"walk-{n}",
@@ -98,6 +101,34 @@ def _fresh_ids(database: Database, world: World) -> dict[str, str]:
         key_id=key.id,
     )
     return ids
+
+
+def _campaign(db: Any, workspace_id: str, n: int) -> dict[str, str]:
+    """An evolution campaign ready for every action: one design measured (so there is a
+    champion to promote), a candidate waiting for approval; ``evo-{n}-paused`` to resume and
+    ``evo-{n}-promoting`` to roll back live beside it."""
+    made = {}
+    for suffix, step in (("", "one"), ("-paused", "two")):
+        body = {**SAMPLE_BODIES["CampaignCreate"], "funnel": f"site-{n}", "step": step}
+        campaign = evolution.create(
+            db,
+            workspace_id=workspace_id,
+            data=CampaignCreate.model_validate({**body, "key": f"evo-{n}{suffix}"}),
+            actor="tests",
+        )
+        loaded = evolution.load(db, campaign)
+        loaded.evolution.record(loaded.evolution.current.designs[0], True)
+        campaign.state = loaded.evolution.to_state()
+        made[suffix] = campaign
+    candidate = evolution.add_candidates(
+        db,
+        made[""],
+        CandidatesRequest(gene="headline", texts=[f"Hello {n}"]),
+        actor="tests",
+        source="generator",
+    )[0]
+    evolution.pause(db, made["-paused"], actor="tests")
+    return {"campaign_key": f"evo-{n}", "candidate_id": candidate.id}
 
 
 def _rollout(db: Any, workspace_id: str, flag_key: str) -> Any:
@@ -134,6 +165,20 @@ def _head(database: Database, workspace_id: str | None) -> int:
     return entries[-1].seq if entries else 0
 
 
+def _campaign_for(db: Any, workspace_id: str, path: str, key: str) -> str:
+    """The campaign an evolution action can act on: a paused one to resume, one being
+    promoted to roll back."""
+    if path.endswith("/resume"):
+        return f"{key}-paused"
+    if path == "/v1/evolution/campaigns":  # a new campaign: its step must be free
+        paused = evolution.get(db, workspace_id=workspace_id, key=f"{key}-paused")
+        evolution.stop(db, paused, actor="tests")
+    if path.endswith("/rollback"):
+        campaign = evolution.get(db, workspace_id=workspace_id, key=key)
+        evolution.promote(db, campaign, PromoteRequest(), actor="tests")
+    return key
+
+
 @pytest.fixture
 def verdict(monkeypatch: pytest.MonkeyPatch) -> list[rollouts.Verdict]:
     """What the guardrail check decides, chosen by the test (no traffic needed)."""
@@ -157,8 +202,14 @@ def test_every_admin_write_is_audited_in_its_workspace_chain(
         if path.endswith("/stop"):
             with database.session() as db:
                 experiments.start_experiment(db, workspace_id=world.a.id, key=ids["experiment_key"])
+        if path.startswith("/v1/evolution/campaigns"):
+            with database.session() as db:
+                ids["campaign_key"] = _campaign_for(db, world.a.id, path, ids["campaign_key"])
         url = _fill(path, ids)
         body = _body(method, path, route)
+        if path == "/v1/evolution/campaigns":
+            body = {**(body or {}), "key": f"new-{ids['campaign_key']}", "funnel": ids["slug"]}
+            body["step"] = "two"
         before = _head(database, world.a.id)
         if (method, path) in USER_ONLY:
             csrf = csrf or login(client, world.a.members[Role.OWNER].email)

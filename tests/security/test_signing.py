@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexus.core.settings import Environment, Settings
-from nexus.experiments.background import DecisionWorker, _post_webhook
+from nexus.experiments.background import DecisionWorker, post_webhook
 from nexus.security.signing import (
     HybridPrivateKey,
     HybridPublicKey,
@@ -433,5 +433,5 @@ def test_no_webhook_is_sent_unsigned(tmp_path: Path, receiver: tuple[str, Receiv
     for path in keys_dir.iterdir():
         path.write_text("not json")
     # Allowed to reach the receiver: only the unusable key may stop the notice.
-    _post_webhook(url, {"type": "rollout.rolled_back"}, keys_dir=keys_dir, allow_private=True)
+    post_webhook(url, {"type": "rollout.rolled_back"}, keys_dir=keys_dir, allow_private=True)
     assert received == []

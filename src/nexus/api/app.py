@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,15 +44,18 @@ from nexus.events import views as events_views
 from nexus.events.bots import BotMarker
 from nexus.events.store import WorkspaceBatch
 from nexus.events.subjects import EventSubjects, JournalSubjects
+from nexus.evolution import views as evolution_views
+from nexus.evolution.runtime import EvolutionRuntime, EvolutionWorker
 from nexus.experiments import service as experiments_service
 from nexus.experiments import views as experiments_views
-from nexus.experiments.background import DecisionWorker
+from nexus.experiments.background import DecisionWorker, post_webhook
 from nexus.experiments.decisions import DecisionRuntime, Snapshot
 from nexus.funnels import views as funnels_views
 from nexus.pages import views as pages_views
 from nexus.pages.runtime import PagesRuntime
 from nexus.privacy import views as privacy_views
 from nexus.privacy.runtime import PrivacyRuntime
+from nexus.security.webhooks import keys_directory
 from nexus.storage import migrate
 from nexus.storage.database import Database
 from nexus.web import routes as web_routes
@@ -83,6 +87,7 @@ DOMAIN_ROUTERS = [
     experiments_views.router,
     privacy_views.router,
     pages_views.router,
+    evolution_views.router,
 ]
 
 
@@ -90,7 +95,7 @@ class UnguardedRouteError(RuntimeError):
     """A route with neither an authorization dependency nor the PUBLIC marker."""
 
 
-def create_app(
+def create_app(  # noqa: PLR0915 - the lifespan wires every runtime, in order
     settings: Settings | None = None, *, configure_logs: bool = True, freeze_gc: bool = False
 ) -> FastAPI:
     """The app. ``freeze_gc`` (for a serving process, not tests that build many apps) moves
@@ -117,10 +122,12 @@ def create_app(
         app.state.emotion = emotion
         events.pipeline.enrich = emotion.enrich
         worker = _decision_engine(app, database, events, emotion, settings)
+        evolution = _evolution_engine(app, database, events, settings)
         privacy = _privacy_engine(app, database, events, settings)
         await run_in_threadpool(privacy.warm_up)
         events.start()
         worker.start()
+        evolution.start()
         retention = asyncio.create_task(_retention_schedule(privacy, settings))
         if freeze_gc:
             gc.collect()
@@ -130,6 +137,7 @@ def create_app(
             yield
         finally:
             retention.cancel()
+            await evolution.stop()
             await worker.stop()
             # Store what was acknowledged before the process goes (a kill -9 skips this; the
             # journal then replays on the next start).
@@ -231,6 +239,39 @@ def _decision_engine(
     )
     app.state.decision_worker = worker
     app.state.rollout_notify = worker.notify
+    return worker
+
+
+def _evolution_engine(
+    app: FastAPI,
+    database: Database,
+    events: events_service.EventsRuntime,
+    settings: Settings,
+) -> EvolutionWorker:
+    """Evolved designs for the hosted pages, and the worker that steps campaigns."""
+    runtime = EvolutionRuntime(database.session, app.state.decisions)
+    app.state.designer = runtime
+    decisions_worker: DecisionWorker = app.state.decision_worker
+
+    async def before_pass() -> None:
+        # Count on everything served so far: journal the exposures, let the writer store them.
+        await decisions_worker.journal_decisions()
+        pipeline = events.pipeline
+        await run_in_threadpool(pipeline.wait_until_stored, pipeline.journal.end, 5.0)
+
+    worker = EvolutionWorker(
+        runtime=runtime,
+        session=database.session,
+        store=lambda: events.store,
+        interval=settings.evolution_interval,
+        post=functools.partial(
+            post_webhook,
+            keys_dir=keys_directory(settings),
+            allow_private=settings.webhook_allow_private,
+        ),
+        before_pass=before_pass,
+    )
+    app.state.evolution_worker = worker
     return worker
 
 

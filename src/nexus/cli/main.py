@@ -22,6 +22,7 @@ from nexus import __version__
 from nexus.cli.audit import audit_app
 from nexus.cli.emotion import emotion_app
 from nexus.cli.events import export_app, import_app
+from nexus.cli.evolve import evolve_app
 from nexus.cli.experiments import experiment_app
 from nexus.cli.funnels import funnel_app
 from nexus.cli.output import console, fail, print_json, print_table
@@ -52,6 +53,7 @@ app.add_typer(funnel_app, name="funnel")
 app.add_typer(emotion_app, name="emotion")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(audit_app, name="audit")
+app.add_typer(evolve_app, name="evolve")
 app.command("simulate")(simulate)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]

@@ -140,6 +140,13 @@ class Settings(BaseSettings):
         le=86_400,
         description="Seconds between automatic checks of every running guarded rollout.",
     )
+    evolution_interval: float = Field(
+        default=10.0,
+        gt=0,
+        le=86_400,
+        description="Seconds between passes that recount evolution campaigns' fitness from "
+        "stored events, breed generations and follow promotions.",
+    )
     emotion_models_dir: Path | None = Field(
         default=None,
         description="Directory with the emotion model artifacts; default: those shipped.",

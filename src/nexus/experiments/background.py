@@ -64,7 +64,7 @@ class DecisionWorker:
         self.database = database
         self.settings = settings
         self._post = post or functools.partial(
-            _post_webhook,
+            post_webhook,
             keys_dir=keys_directory(settings),
             allow_private=settings.webhook_allow_private,
         )
@@ -188,7 +188,7 @@ class DecisionWorker:
         await run_in_threadpool(self.save_policies, self.runtime.dirty_states())
 
 
-def _post_webhook(
+def post_webhook(
     url: str, notice: dict[str, Any], *, keys_dir: Path, allow_private: bool = False
 ) -> None:
     """POST ``notice`` as JSON, signed with the deployment's webhook key (docs/webhooks.md).

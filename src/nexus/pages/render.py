@@ -73,12 +73,18 @@ def render(
     step_index: int,
     step_count: int,
     preview: bool = False,
+    base_tokens: dict[str, str] | None = None,
+    default_tone: str | None = None,
 ) -> str:
     """The page's HTML. ``base_path`` is the funnel's URL prefix (``./step`` links resolve
-    against it); ``preview`` renders for the editor (no SDK, nothing tracked)."""
-    tone = adaptation.get("tone") if adaptation else None
+    against it); ``preview`` renders for the editor (no SDK, nothing tracked).
+    ``base_tokens`` and ``default_tone`` are a design's (evolution): the visitor's UI
+    adaptation overrides both."""
+    tone = (adaptation.get("tone") if adaptation else None) or default_tone
     blocks: list[tuple[Shown, bool]] = layout(page, variant=variant, tone=tone)
-    tokens = css_tokens(adaptation.get("tokens", {})) if adaptation else {}
+    tokens = css_tokens(base_tokens or {})
+    if adaptation:
+        tokens.update(css_tokens(adaptation.get("tokens", {})))
     bootstrap = {**bootstrap, "tones": tone_copy(page, variant=variant)}
     return environment.get_template("hosted.html").render(
         page=page,

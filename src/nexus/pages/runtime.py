@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -123,3 +124,35 @@ class PagesRuntime:
                     del self._loaded[key]
                     self._sites.pop(key, None)
                     self._inflight.pop(key, None)
+
+
+# --- designs decided by another domain ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Designed:
+    """A step page as one visitor is served it by a design search (evolution): the page with
+    the design applied, its base design tokens, its default copy tone, and what the page
+    view records about it."""
+
+    page: Page
+    tokens: dict[str, str]
+    tone: str | None
+    properties: dict[str, Any]
+
+
+class DesignPlan(Protocol):
+    """How one step's design is chosen: the flags to evaluate with the visitor's decision,
+    then the design for the visitor (None: the page as it is)."""
+
+    @property
+    def flags(self) -> tuple[str, ...]: ...
+
+    def design(self, visitor: str, decision: dict[str, Any]) -> Designed | None: ...
+
+
+class Designer(Protocol):
+    """What the hosted page asks before rendering a step (``app.state.designer``); pages
+    know nothing of how designs are searched, only this."""
+
+    async def plan(self, workspace_id: str, funnel: str, step: str) -> DesignPlan | None: ...

@@ -23,7 +23,7 @@ from nexus.pages.models import (
     HostedFunnelRead,
     StepPut,
 )
-from nexus.pages.runtime import PagesRuntime, Site
+from nexus.pages.runtime import Designer, PagesRuntime, Site
 from nexus.privacy.runtime import PrivacyRuntime
 from nexus.storage.pagination import Paginated
 from nexus.workspaces.deps import PUBLIC, Authorize, DbSession, PageQuery
@@ -216,17 +216,22 @@ async def hosted_page(workspace_id: str, funnel: str, step: str, request: Reques
         background_reload(runtime, workspace_id)
     bots: BotMarker | None = request.app.state.events.bots
     bot = bots is not None and bots.is_bot(workspace_id, visitor)
+    designer: Designer | None = getattr(request.app.state, "designer", None)
+    plan = await designer.plan(workspace_id, funnel, step) if designer is not None else None
     decision = runtime.decide(
         workspace_id,
         DecideRequest(
             visitor_id=visitor,
             attributes={"funnel": funnel, "step": step},
-            flags=[],
+            flags=list(plan.flags) if plan is not None else [],
             experiments=[page.experiment] if page.experiment else [],
         ),
         permitted=permitted,
         bot=bot,
     )
+    designed = plan.design(visitor, decision) if plan is not None else None
+    if designed is not None:
+        page = designed.page
     experiment = decision["experiments"].get(page.experiment) if page.experiment else None
     variant = experiment["variant"] if experiment else None
     adaptation = decision["adaptation"]
@@ -236,6 +241,8 @@ async def hosted_page(workspace_id: str, funnel: str, step: str, request: Reques
         properties.update(experiment=page.experiment, variant=variant)
     if adaptation is not None:
         properties["adaptation"] = adaptation["key"]
+    if designed is not None:
+        properties.update(designed.properties)
     bootstrap = {
         "writeKey": site.write_key,
         "visitorId": visitor,
@@ -268,6 +275,8 @@ async def hosted_page(workspace_id: str, funnel: str, step: str, request: Reques
         base_path=f"/f/{workspace_id}/{funnel}/",
         step_index=found.index,
         step_count=len(site.order),
+        base_tokens=designed.tokens if designed is not None else None,
+        default_tone=designed.tone if designed is not None else None,
     )
     response = HTMLResponse(
         html,

@@ -55,12 +55,16 @@ def paginate(
     key: InstrumentedAttribute[Any],
     cursor: str | None,
     limit: int,
+    descending: bool = False,
 ) -> Page[T]:
-    """One page of ``stmt`` ordered by ``key``, starting after ``cursor``."""
+    """One page of ``stmt`` ordered by ``key`` (newest ids first when ``descending``),
+    starting after ``cursor``."""
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     if cursor:
-        stmt = stmt.where(key > decode_cursor(cursor))
-    rows = list(session.scalars(stmt.order_by(key).limit(limit + 1)))
+        after = decode_cursor(cursor)
+        stmt = stmt.where(key < after if descending else key > after)
+    order = key.desc() if descending else key
+    rows = list(session.scalars(stmt.order_by(order).limit(limit + 1)))
     if len(rows) <= limit:
         return Page(rows, None)
     last = rows[limit - 1]

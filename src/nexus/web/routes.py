@@ -410,11 +410,12 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(LoginRequired, to_login)
     # Imported here: the pages' module builds on this one's frame (CurrentDashboard, _render).
-    from nexus.web import dashboard, dashboard_ops, editor  # noqa: PLC0415
+    from nexus.web import dashboard, dashboard_ops, editor, evolution_page  # noqa: PLC0415
 
     app.include_router(dashboard.router)
     app.include_router(dashboard_ops.router)
     app.include_router(editor.router)
+    app.include_router(evolution_page.router)
     app.include_router(router)
     app.include_router(sdk.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
