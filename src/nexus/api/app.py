@@ -251,6 +251,7 @@ def _evolution_engine(
     """Evolved designs for the hosted pages, and the worker that steps campaigns."""
     runtime = EvolutionRuntime(database.session, app.state.decisions)
     app.state.designer = runtime
+    events.pipeline.listeners.append(runtime.flows.observe)
     decisions_worker: DecisionWorker = app.state.decision_worker
 
     async def before_pass() -> None:
@@ -292,11 +293,12 @@ def _privacy_engine(
     privacy.stores.extend([EventSubjects(events), JournalSubjects(events)])
     loop = asyncio.get_running_loop()
     decisions: DecisionRuntime = app.state.decisions
+    designer: EvolutionRuntime = app.state.designer
 
     def forget_decisions(workspace_id: str, ids: set[str]) -> int:
         # Decision state lives on the loop's thread; erasure runs on a worker thread.
         async def on_loop() -> int:
-            return decisions.forget(workspace_id, ids)
+            return decisions.forget(workspace_id, ids) + designer.flows.forget(workspace_id, ids)
 
         return asyncio.run_coroutine_threadsafe(on_loop(), loop).result(timeout=30)
 

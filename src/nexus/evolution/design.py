@@ -239,3 +239,21 @@ def segment_of(emotion: Mapping[str, Any] | None) -> str:
     if leading in ("joy", "anticipation") and valence > 0:
         return "excited"
     return "neutral"
+
+
+def relink(page: Page, targets: Sequence[str], chosen: str) -> Page:
+    """The page with its calls to action that lead to one of ``targets`` (``./step``
+    links) leading to ``chosen`` instead: how an adapted path reaches the page."""
+    links = {f"./{t}" for t in targets if t != chosen}
+    if not links:
+        return page
+    document = page.model_dump(mode="json")
+    changed = False
+    for block in document["blocks"]:
+        if block["kind"] != "cta":
+            continue
+        for variant in block["variants"]:
+            if variant["content"].get("href") in links:
+                variant["content"]["href"] = f"./{chosen}"
+                changed = True
+    return Page.model_validate(document) if changed else page

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import threading
 import time
@@ -32,12 +33,14 @@ from starlette.concurrency import run_in_threadpool
 from nexus.core.logging import get_logger
 from nexus.events.normalize import track_row
 from nexus.evolution import service
-from nexus.evolution.design import Applied, segment_of
+from nexus.evolution.design import Applied, relink, segment_of
+from nexus.evolution.flows import FlowRuntime, LiveFlow
 from nexus.evolution.genome import Design, DesignSpace
 from nexus.evolution.models import Campaign
 from nexus.evolution.search import ALL
 from nexus.experiments import service as experiments_service
 from nexus.experiments.decisions import DecisionRuntime
+from nexus.pages.blocks import Page
 from nexus.pages.runtime import Designed
 
 log = get_logger("nexus.evolution")
@@ -47,8 +50,8 @@ MAX_PLANS = 10_000
 
 
 @dataclass
-class Plan:
-    """One step's serving campaign as loaded (a :class:`~nexus.pages.runtime.DesignPlan`)."""
+class CampaignPlan:
+    """One step's serving campaign as loaded."""
 
     loaded: service.Loaded
     emit: Callable[[str, dict[str, Any]], None]
@@ -131,8 +134,53 @@ class Plan:
         )
 
 
+@dataclass
+class Plan:
+    """What evolution changes on one step (a :class:`~nexus.pages.runtime.DesignPlan`): the
+    design its campaign serves, and where its adaptive flow leads each visitor next."""
+
+    step: str
+    campaign: CampaignPlan | None
+    flow: LiveFlow | None
+    flows: FlowRuntime
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return self.campaign.flags if self.campaign is not None else ()
+
+    def design(self, visitor: str, decision: dict[str, Any], page: Page) -> Designed | None:
+        designed = self.campaign.design(visitor, decision) if self.campaign is not None else None
+        flow = self.flow
+        if flow is None or decision.get("bot") or not decision.get("personalised", True):
+            return designed
+        chosen = self.flows.next_step(flow, self.step, visitor, decision.get("emotion"))
+        if chosen is None:
+            return designed
+        if self.step == flow.spec.reassurance:
+            targets = list(flow.spec.keys)
+        else:
+            designed_next = flow.designed_next.get(self.step)
+            targets = [designed_next] if designed_next else []
+        base = designed.page if designed is not None else page
+        relinked = relink(base, targets, chosen)
+        if designed is None:
+            return Designed(
+                page=relinked,
+                tokens={},
+                tone=None,
+                properties={"flow_next": chosen},
+                next_step=chosen,
+            )
+        return dataclasses.replace(
+            designed,
+            page=relinked,
+            properties={**designed.properties, "flow_next": chosen},
+            next_step=chosen,
+        )
+
+
 class EvolutionRuntime:
-    """Per-process cache of the steps' serving campaigns (a :class:`Designer`)."""
+    """Per-process cache of what evolution changes on each step (a :class:`Designer`)."""
 
     def __init__(
         self,
@@ -144,6 +192,7 @@ class EvolutionRuntime:
         self._session = session
         self._decisions = decisions
         self._clock_us = clock_us or (lambda: time.time_ns() // 1000)
+        self.flows = FlowRuntime(session, clock_us=self._clock_us)
         self._plans: dict[tuple[str, str, str], Plan | None] = {}
         self._loaded: dict[tuple[str, str, str], float] = {}
         self._lock = threading.Lock()
@@ -173,9 +222,10 @@ class EvolutionRuntime:
         return future
 
     def load(self, workspace_id: str, funnel: str, step: str) -> Plan | None:
-        """Read the step's serving campaign now (blocking: call it on a worker thread)."""
+        """Read the step's serving campaign and its funnel's flow now (blocking: call it on
+        a worker thread)."""
         key = (workspace_id, funnel, step)
-        plan: Plan | None = None
+        campaign_plan: CampaignPlan | None = None
         with self._session() as db:
             campaign = service.serving(db, workspace_id=workspace_id, funnel=funnel, step=step)
             if campaign is not None:
@@ -188,15 +238,26 @@ class EvolutionRuntime:
                 else:
                     db.expunge(campaign)
                     previous = self._plans.get(key)
-                    plan = Plan(
+                    campaign_plan = CampaignPlan(
                         loaded,
                         emit=self._emitter(workspace_id),
                         flags=(campaign.flag_key,)
                         if campaign.status == "promoting" and campaign.flag_key
                         else (),
                     )
-                    if previous is not None and previous.campaign.id == campaign.id:
-                        plan.assignments = previous.assignments  # stickiness survives reloads
+                    if (
+                        previous is not None
+                        and previous.campaign is not None
+                        and previous.campaign.campaign.id == campaign.id
+                    ):
+                        # Stickiness survives reloads.
+                        campaign_plan.assignments = previous.campaign.assignments
+        flow = self.flows.load(workspace_id, funnel)
+        plan = (
+            Plan(step, campaign_plan, flow, self.flows)
+            if campaign_plan is not None or flow is not None
+            else None
+        )
         with self._lock:
             if len(self._loaded) >= MAX_PLANS:
                 self._plans.clear()
@@ -293,6 +354,10 @@ class EvolutionWorker:
     async def run_once(self) -> int:
         if self._before_pass is not None:
             await self._before_pass()
+        # Adaptive flows learn on the loop's thread, where they decide; saving is blocking.
+        flows = self.runtime.flows
+        flows.learn()
+        await run_in_threadpool(flows.save, flows.dirty_states())
         return await run_in_threadpool(self.step_all)
 
     async def _loop(self) -> None:

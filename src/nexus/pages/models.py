@@ -56,6 +56,26 @@ class StepPage(BaseModel):
 
     slug: Slug
     page: Page
+    optional: bool = Field(
+        default=False, description="Adaptive flow may skip this step for some visitors."
+    )
+    group: Slug | None = Field(
+        default=None,
+        description="Adjacent steps of one group may be shown in either order (adaptive flow).",
+    )
+
+
+class FlowSettings(BaseModel):
+    """Adaptive flow: each visitor's path changed by a bandit that reads their emotion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adaptive: bool = Field(default=False, description="Adapt each visitor's path.")
+    reassurance: Slug | None = Field(
+        default=None,
+        description="A step off the designed path that may be inserted for a visitor "
+        "(a guarantee, testimonials); its page links onward with ./ links.",
+    )
 
 
 class HostedFunnelBody(BaseModel):
@@ -67,12 +87,18 @@ class HostedFunnelBody(BaseModel):
         default="Order Completed",
         description="The conversion the funnel leads to: the analytics funnel's last step.",
     )
+    flow: FlowSettings = Field(default_factory=FlowSettings)
 
     @model_validator(mode="after")
     def _slugs_unique(self) -> HostedFunnelBody:
         slugs = [s.slug for s in self.steps]
         if len(set(slugs)) != len(slugs):
             raise ValueError("step slugs must be unique within a funnel")
+        reassurance = self.flow.reassurance
+        if reassurance is not None and reassurance not in slugs:
+            raise ValueError(f"flow.reassurance names no step: {reassurance!r}")
+        if reassurance is not None and slugs[0] == reassurance:
+            raise ValueError("flow.reassurance cannot be the first step")
         return self
 
 

@@ -131,14 +131,16 @@ class PagesRuntime:
 
 @dataclass(frozen=True, slots=True)
 class Designed:
-    """A step page as one visitor is served it by a design search (evolution): the page with
-    the design applied, its base design tokens, its default copy tone, and what the page
-    view records about it."""
+    """A step page as one visitor is served it by a design search or an adaptive flow
+    (evolution): the page with the design applied and its links leading where this
+    visitor goes next, its base design tokens, its default copy tone, the next step, and
+    what the page view records about it."""
 
     page: Page
     tokens: dict[str, str]
     tone: str | None
     properties: dict[str, Any]
+    next_step: str | None = None
 
 
 class DesignPlan(Protocol):
@@ -148,7 +150,7 @@ class DesignPlan(Protocol):
     @property
     def flags(self) -> tuple[str, ...]: ...
 
-    def design(self, visitor: str, decision: dict[str, Any]) -> Designed | None: ...
+    def design(self, visitor: str, decision: dict[str, Any], page: Page) -> Designed | None: ...
 
 
 class Designer(Protocol):

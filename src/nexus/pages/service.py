@@ -60,7 +60,14 @@ def _document(body: HostedFunnelBody) -> dict[str, Any]:
 
 def _analytics_steps(slug: str, body: HostedFunnelBody) -> list[dict[str, Any]]:
     """One ``$page`` step per page (the SDK's page events carry ``funnel`` and ``step``),
-    then the goal event."""
+    then the goal event. With adaptive flow, the steps a visitor may not see (optional
+    ones, the reassurance step) are left out, so a changed path is no drop-off."""
+    adaptive = body.flow.adaptive
+    shown = [
+        step
+        for step in body.steps
+        if not adaptive or not (step.optional or step.slug == body.flow.reassurance)
+    ]
     steps: list[dict[str, Any]] = [
         {
             "event": PAGE_EVENT,
@@ -70,7 +77,7 @@ def _analytics_steps(slug: str, body: HostedFunnelBody) -> list[dict[str, Any]]:
                 {"property": "properties.step", "op": "eq", "value": step.slug},
             ],
         }
-        for step in body.steps
+        for step in shown
     ]
     if body.goal_event:
         steps.append({"event": body.goal_event, "label": body.goal_event})

@@ -229,7 +229,7 @@ async def hosted_page(workspace_id: str, funnel: str, step: str, request: Reques
         permitted=permitted,
         bot=bot,
     )
-    designed = plan.design(visitor, decision) if plan is not None else None
+    designed = plan.design(visitor, decision, page) if plan is not None else None
     if designed is not None:
         page = designed.page
     experiment = decision["experiments"].get(page.experiment) if page.experiment else None
@@ -249,7 +249,9 @@ async def hosted_page(workspace_id: str, funnel: str, step: str, request: Reques
         "workspace": workspace_id,
         "funnel": funnel,
         "step": step,
-        "next": found.next_slug,
+        "next": designed.next_step
+        if designed is not None and designed.next_step
+        else found.next_slug,
         "decisionId": decision["decision_id"],
         "adaptation": adaptation,
         "experiment": {"key": page.experiment, "variant": variant} if experiment else None,
