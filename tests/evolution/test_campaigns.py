@@ -5,13 +5,19 @@ guarded rollout, steered and explained in the activity feed and the audit chain.
 from __future__ import annotations
 
 import copy
+import json
 import re
+import threading
 from collections import Counter
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
+from nexus.api.app import create_app
+from nexus.core.settings import Settings
 from nexus.evolution.samples import demo_campaign
 from nexus.pages import samples
 from nexus.security import service as audit_service
@@ -261,3 +267,144 @@ def test_bad_campaigns_are_refused_with_problems(
         ).status_code
         == 404
     )
+
+
+PHRASES = {
+    "slots": {
+        "headline.opener": [
+            "Your garden",
+            {"text": "Relax, your garden", "tones": ["reassuring"]},
+            {"text": "Hurry, your garden", "tones": ["urgent"]},
+        ],
+        "headline.benefit": [
+            "in one box",
+            {"text": "with free returns", "tones": ["reassuring"]},
+            {"text": "before the sale ends", "tones": ["urgent"]},
+        ],
+    },
+    "templates": {"headline": ["{opener} {benefit}"]},
+}
+
+
+class _Copywriter(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat completions endpoint that writes two headlines."""
+
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append({"auth": self.headers.get("Authorization"), **body})
+        answer = {
+            "choices": [
+                {
+                    "message": {
+                        "role": "assistant",
+                        "content": '["A calmer spring garden", "Spring, sorted, no stress"]',
+                    },
+                    "finish_reason": "stop",
+                }
+            ]
+        }
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_copy_from_the_phrase_grammar_and_a_generator_waits_for_approval(
+    settings: Settings, database: Database, world: World
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Copywriter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    configured = settings.model_copy(
+        update={
+            "copy_generator_url": f"http://127.0.0.1:{server.server_address[1]}/v1",
+            "copy_generator_model": "writer-1",
+            "copy_generator_api_key": SecretStr("sk-test-123"),
+        }
+    )
+    secret = bearer(world.a.secret_key)
+    try:
+        with TestClient(create_app(configured, configure_logs=False)) as client:
+            client.post("/v1/hosted-funnels", json=samples.demo_funnel(), headers=secret)
+            document = {**small_campaign(), "phrases": PHRASES, "product": "garden bundles"}
+            created = client.post("/v1/evolution/campaigns", json=document, headers=secret)
+            assert created.status_code == 201, created.text
+            base = "/v1/evolution/campaigns/offer-page"
+            grammar = client.post(
+                f"{base}/candidates",
+                json={"gene": "headline", "source": "grammar", "segment": "anxious", "count": 3},
+                headers=secret,
+            )
+            assert grammar.status_code == 201, grammar.text
+            made = grammar.json()
+            # Anxious visitors are reassured: every text carries the reassuring phrases.
+            assert made
+            assert {c["tone"] for c in made} == {"reassuring"}
+            assert all("Relax" in c["text"] or "free returns" in c["text"] for c in made)
+            assert {c["status"] for c in made} == {"approved"}
+
+            written = client.post(
+                f"{base}/candidates",
+                json={"gene": "headline", "source": "generator", "tone": "empathetic", "count": 2},
+                headers=secret,
+            )
+            assert written.status_code == 201, written.text
+            pending = written.json()
+            assert [c["text"] for c in pending] == [
+                "A calmer spring garden",
+                "Spring, sorted, no stress",
+            ]
+            assert {c["status"] for c in pending} == {"pending"}
+            asked = _Copywriter.seen[-1]
+            assert asked["auth"] == "Bearer sk-test-123"
+            assert asked["model"] == "writer-1"
+            campaign = client.get(base, headers=secret).json()
+            headline = next(g for g in campaign["genes"] if g["name"] == "headline")
+            assert "A calmer spring garden" not in headline["values"]  # not before approval
+            approved = client.post(
+                f"{base}/candidates/{pending[0]['id']}/approve", json={}, headers=secret
+            )
+            assert approved.json()["status"] == "approved"
+            rejected = client.post(
+                f"{base}/candidates/{pending[1]['id']}/reject", json={}, headers=secret
+            )
+            assert rejected.json()["status"] == "rejected"
+            again = client.post(
+                f"{base}/candidates/{pending[1]['id']}/approve", json={}, headers=secret
+            )
+            assert again.status_code == 409
+            campaign = client.get(base, headers=secret).json()
+            headline = next(g for g in campaign["genes"] if g["name"] == "headline")
+            assert "A calmer spring garden" in headline["values"]
+            assert "Spring, sorted, no stress" not in headline["values"]
+            bad = client.post(
+                f"{base}/candidates", json={"gene": "headline", "source": "grammar"}, headers=secret
+            )
+            assert bad.status_code == 422  # no tone, no segment
+    finally:
+        server.shutdown()
+
+
+def test_without_a_generator_configured_it_is_refused(
+    client: TestClient, secret: dict[str, str], world: World
+) -> None:
+    start(client, secret)
+    response = client.post(
+        "/v1/evolution/campaigns/offer-page/candidates",
+        json={"gene": "headline", "source": "generator", "tone": "formal"},
+        headers=secret,
+    )
+    assert response.status_code == 409
+    assert "NEXUS_COPY_GENERATOR_URL" in response.json()["detail"]
+    grammar = client.post(
+        "/v1/evolution/campaigns/offer-page/candidates",
+        json={"gene": "headline", "source": "grammar", "tone": "formal"},
+        headers=secret,
+    )
+    assert grammar.status_code == 409  # no phrase library on this campaign

@@ -140,6 +140,20 @@ class Settings(BaseSettings):
         le=86_400,
         description="Seconds between automatic checks of every running guarded rollout.",
     )
+    copy_generator_url: str = Field(
+        default="",
+        max_length=2000,
+        description="An OpenAI-compatible API root (https://…/v1) that writes copy "
+        "candidates for evolution campaigns; empty (the default): no generator, no network.",
+    )
+    copy_generator_model: str = Field(default="", max_length=200, description="Its model name.")
+    copy_generator_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key for the copy generator, if it needs one."
+    )
+    copy_generator_require_approval: bool = Field(
+        default=True,
+        description="Hold generated copy for a person's approval before evolution may try it.",
+    )
     evolution_interval: float = Field(
         default=10.0,
         gt=0,

@@ -19,6 +19,7 @@ from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nexus.core.clock import utcnow
+from nexus.evolution.copy import PhraseLibrary, Tone
 from nexus.evolution.design import MAX_CAMPAIGN_GENES, GeneSpec, GeneValue
 from nexus.pages.blocks import Slug
 from nexus.storage.base import Base, CreatedAt, UTCDateTime
@@ -146,7 +147,21 @@ class CampaignBody(BaseModel):
     exclusions: list[dict[Slug, GeneValue]] = Field(default_factory=list, max_length=100)
     settings: SearchSettings = Field(default_factory=SearchSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    phrases: dict[str, Any] | None = Field(
+        default=None,
+        description="The workspace's approved phrases and templates (docs/evolution-copy.md): "
+        "the grammar copy candidates are made from.",
+    )
+    product: Annotated[str, Field(max_length=500, pattern=_TEXT)] = Field(
+        default="", description="What is sold, for a copy generator's prompt."
+    )
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Default: random.")
+
+    @model_validator(mode="after")
+    def _phrases(self) -> CampaignBody:
+        if self.phrases is not None:
+            PhraseLibrary.from_dict(self.phrases)  # CopyError is a ValueError: a 422
+        return self
 
 
 class CampaignCreate(CampaignBody):
@@ -232,13 +247,20 @@ class ActionRequest(BaseModel):
 
 
 class CandidatesRequest(BaseModel):
-    """Propose copy for a gene: texts a person wrote, or texts the phrase grammar makes."""
+    """Propose copy for a copy gene: texts a person wrote (``person``, approved as they
+    are), texts the campaign's phrase grammar makes (``grammar``: approved phrases only, so
+    approved), or texts the deployment's copy generator writes (``generator``: held for
+    approval unless the deployment says otherwise). ``tone`` or ``segment`` (whose best
+    tones are used) says how the grammar and the generator should speak."""
 
     model_config = ConfigDict(extra="forbid")
 
     gene: Slug
+    source: Literal["person", "grammar", "generator"] = "person"
     texts: list[GeneValue] = Field(default_factory=list, max_length=50)
-    tone: Slug | None = None
+    tone: Tone | None = None
+    segment: Literal["frustrated", "anxious", "excited", "neutral"] | None = None
+    count: int = Field(default=5, ge=1, le=20)
 
 
 class ActivityRead(BaseModel):

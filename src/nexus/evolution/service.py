@@ -14,6 +14,7 @@ visitors see is written to the activity feed and the workspace's audit chain.
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,10 @@ from nexus.core.clock import utcnow
 from nexus.core.errors import Conflict, InvalidInput, NotFound
 from nexus.core.ids import new_id
 from nexus.events.store import EventStore, PropertyFilter, PropertyPath, PropertyScan
+from nexus.evolution.copy import Kind, PhraseLibrary, Tone, tones_for
+from nexus.evolution.copy import generate as generate_copy
 from nexus.evolution.design import SEGMENTS, Applied, GeneSpec, apply, space_of
+from nexus.evolution.generator import CopyRequest, Generator, GeneratorDisabled
 from nexus.evolution.genome import Design, DesignSpace, GenomeError
 from nexus.evolution.models import (
     ACTIVE,
@@ -547,14 +551,82 @@ def loaded_from_state(campaign: Campaign, page: Page, state: dict[str, Any]) -> 
     return loaded_from(campaign, page)
 
 
+def _copy_kind(gene: dict[str, Any], page: Page) -> Kind:
+    """What kind of copy a copy gene holds: a headline, a call to action, or body text."""
+    block = next(b for b in page.blocks if b.id == gene["target"]["block"])
+    if block.kind == "headline":
+        return "headline"
+    if block.kind == "cta" or gene["target"]["field"] in ("label", "submit_label", "cta_label"):
+        return "cta"
+    return "body"
+
+
+def _tone(data: CandidatesRequest) -> Tone:
+    if data.tone is not None:
+        return data.tone
+    if data.segment is not None:
+        return tones_for(data.segment)[0]
+    raise InvalidInput("Say which tone to write in (tone) or for which segment (segment).")
+
+
 def propose(
-    session: Session, campaign: Campaign, data: CandidatesRequest, *, actor: str
+    session: Session,
+    campaign: Campaign,
+    data: CandidatesRequest,
+    *,
+    actor: str,
+    generator: Generator | None = None,
+    require_approval: bool = True,
 ) -> list[CopyCandidate]:
-    """Texts a person wrote for a copy gene: approved as they are (the person is the
-    approver), so the search may try them from the next generation on."""
-    if not data.texts:
-        raise InvalidInput("Give the texts to propose.")
-    return add_candidates(session, campaign, data, actor=actor, source="person", approved=True)
+    """New values for a copy gene. ``person``: the texts given, approved as they are (the
+    person is the approver). ``grammar``: ``count`` texts the campaign's phrase library
+    makes in the tone, approved (they are built from approved phrases). ``generator``:
+    texts the deployment's copy generator writes, pending approval unless
+    ``require_approval`` is off. Approved texts are tried from the next generation on."""
+    gene = next((g for g in campaign.document["genes"] if g["name"] == data.gene), None)
+    if gene is None:
+        raise NotFound(f"Campaign {campaign.key!r} has no gene {data.gene!r}.")
+    if gene["target"]["kind"] != "copy":
+        raise InvalidInput(f"Gene {data.gene!r} is not a copy gene.")
+    if data.source == "person":
+        if not data.texts:
+            raise InvalidInput("Give the texts to propose.")
+        return add_candidates(session, campaign, data, actor=actor, source="person", approved=True)
+    if data.texts:
+        raise InvalidInput(f"{data.source} candidates are written for you: give no texts.")
+    page = _page(session, campaign.workspace_id, campaign.funnel, campaign.step)
+    kind, tone = _copy_kind(gene, page), _tone(data)
+    if data.source == "grammar":
+        phrases = campaign.document.get("phrases")
+        if not phrases:
+            raise Conflict(f"Campaign {campaign.key!r} has no phrase library to write from.")
+        library = PhraseLibrary.from_dict(phrases)
+        rng = random.Random(f"{campaign.seed}:{len(campaign.document.get('candidates', []))}")  # noqa: S311
+        made = generate_copy(library, kind, tone, count=data.count, rng=rng)
+        texts = [c.text for c in made]
+        approved = True
+    else:
+        if generator is None:
+            raise GeneratorDisabled(
+                "No copy generator is configured (NEXUS_COPY_GENERATOR_URL); "
+                "use the phrase grammar or write the texts."
+            )
+        request = CopyRequest(
+            kind=kind,
+            tone=tone,
+            count=data.count,
+            product=campaign.document.get("product", ""),
+            examples=tuple(gene["values"][:5]),
+        )
+        made = generator.generate(request)
+        texts = [c.text for c in made]
+        approved = not require_approval
+    if not texts:
+        raise Conflict(f"No new {tone} {kind} copy could be written; add phrases or templates.")
+    request_texts = data.model_copy(update={"texts": texts, "tone": tone})
+    return add_candidates(
+        session, campaign, request_texts, actor=actor, source=data.source, approved=approved
+    )
 
 
 def add_candidates(

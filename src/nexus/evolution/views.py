@@ -8,7 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
 
+from nexus.core.settings import Settings
 from nexus.evolution import service
+from nexus.evolution.generator import Generator, GeneratorConfig, OpenAICompatibleGenerator
 from nexus.evolution.models import (
     ActionRequest,
     ActivityRead,
@@ -201,19 +203,46 @@ def pin_gene(
     return service.read(loaded)
 
 
+def copy_generator(settings: Settings) -> Generator | None:
+    """The deployment's copy generator (None: none configured, the default)."""
+    if not settings.copy_generator_url:
+        return None
+    key = settings.copy_generator_api_key
+    return OpenAICompatibleGenerator(
+        GeneratorConfig(
+            base_url=settings.copy_generator_url,
+            model=settings.copy_generator_model,
+            api_key=key.get_secret_value() if key is not None else None,
+            require_approval=settings.copy_generator_require_approval,
+            enabled=True,
+        )
+    )
+
+
 @router.post(
     "/campaigns/{campaign_key}/candidates",
     status_code=status.HTTP_201_CREATED,
-    summary="Propose copy for a copy gene (held for approval)",
+    summary="Propose copy for a copy gene: your texts, the phrase grammar's or a generator's",
 )
 def propose_copy(
     campaign_key: KeyPath,
     body: CandidatesRequest,
     principal: WritePrincipal,
     db: DbSession,
+    request: Request,
 ) -> list[CopyCandidate]:
+    settings: Settings = request.app.state.settings
     campaign = service.get(db, workspace_id=_workspace(principal), key=campaign_key)
-    return service.propose(db, campaign, body, actor=actor_name(principal))
+    added = service.propose(
+        db,
+        campaign,
+        body,
+        actor=actor_name(principal),
+        generator=copy_generator(settings) if body.source == "generator" else None,
+        require_approval=settings.copy_generator_require_approval,
+    )
+    _invalidate(request, campaign.workspace_id, campaign.funnel)
+    return added
 
 
 @router.post(
