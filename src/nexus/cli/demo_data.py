@@ -32,6 +32,9 @@ from nexus.emotion.service import EmotionRuntime
 from nexus.events import service as events
 from nexus.events.normalize import EventRow, normalize
 from nexus.events.store import WorkspaceBatch
+from nexus.evolution import samples as evolution_samples
+from nexus.evolution import service as evolution
+from nexus.evolution.models import CampaignCreate
 from nexus.experiments import service as experiments
 from nexus.experiments.models import (
     AdaptationCreate,
@@ -301,6 +304,15 @@ def seed_pages(db: Session, *, workspace_id: str) -> str:
             data=ExperimentCreate.model_validate(samples.demo_experiment()),
         )
         experiments.start_experiment(db, workspace_id=workspace_id, key=samples.HEADLINE_EXPERIMENT)
+    try:
+        evolution.get(db, workspace_id=workspace_id, key=evolution_samples.DEMO_CAMPAIGN)
+    except NotFound:
+        evolution.create(
+            db,
+            workspace_id=workspace_id,
+            data=CampaignCreate.model_validate(evolution_samples.demo_campaign()),
+            actor="demo",
+        )
     first = pages.body_of(funnel).steps[0].slug
     return pages.page_url(workspace_id, funnel.slug, first)
 
@@ -342,6 +354,19 @@ _BOOTSTRAP = re.compile(
 # down (the calm or reassuring adaptation) goes on more often -- what the bandit can learn.
 HOSTED_NEXT = {"happy": 0.75, "neutral": 0.6, "unhappy": 0.35}
 HOSTED_SOOTHED = 0.3
+
+
+def design_appeal(design: str | None) -> float:
+    """How much more (or less) likely a demo visitor goes on from an evolved offer page: the
+    made-up truth evolution finds -- the "ready in one box" headline, the "Get my bundle"
+    call to action and the FAQ shown help, the night theme hurts."""
+    if not design:
+        return 0.0
+    genes = [int(x) for x in design.removeprefix("d-").split("-")]
+    if len(genes) != 5:
+        return 0.0
+    headline, cta, faq, _layout, theme = genes
+    return 0.12 * (headline == 2) + 0.06 * (cta == 1) + 0.05 * (faq == 0) - 0.08 * (theme == 2)
 
 
 class HostedVisitors(threading.Thread):
@@ -416,6 +441,7 @@ class HostedVisitors(threading.Thread):
                 key = (decided.json().get("adaptation") or {}).get("key")
                 soothed = soothed or key in ("calm", "reassuring")
             chance = HOSTED_NEXT[mood] + (HOSTED_SOOTHED if mood == "unhappy" and soothed else 0)
+            chance += design_appeal(page["properties"].get("design"))
             if rng.random() > chance:
                 return
         order = {

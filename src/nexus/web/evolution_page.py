@@ -16,7 +16,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.responses import Response
 
-from nexus.core.errors import InvalidInput, NexusError
+from nexus.core.errors import InvalidInput, NexusError, NotFound
 from nexus.evolution import service
 from nexus.evolution.models import CampaignRead, GenerationRead, PinRequest, PromoteRequest
 from nexus.evolution.runtime import EvolutionRuntime
@@ -99,7 +99,7 @@ def evolution_page(
             continue  # its page changed under it: listed by the API with the reason
     chosen = next((r for r in reads if r.key == campaign), reads[0] if reads else None)
     if campaign is not None and chosen is not None and chosen.key != campaign:
-        return _error_page(request, InvalidInput(f"No evolution campaign {campaign!r}."))
+        return _error_page(request, NotFound(f"No evolution campaign {campaign!r}."))
     context: dict[str, Any] = {}
     if chosen is not None:
         loaded = service.load(db, service.get(db, workspace_id=workspace_id, key=chosen.key))
