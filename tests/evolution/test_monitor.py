@@ -94,6 +94,28 @@ def test_deterministic_drop_is_attributed_to_its_variant() -> None:
     )
 
 
+def test_a_lasting_shift_expires_into_the_new_baseline() -> None:
+    monitor = Monitor(
+        Settings(
+            min_baseline_seconds=3600,
+            guard_seconds=600,
+            baseline_seconds=7200,
+            max_open_seconds=HOUR,
+        )
+    )
+    monitor.observe(steady(START, 24))
+    alerts = monitor.observe(steady(START + 24 * 300, 20, b_advanced=30))
+    assert [a.status for a in alerts] == [AlertStatus.OPEN, AlertStatus.EXPIRED]
+    opened, expired = alerts
+    assert expired.at == opened.at + HOUR
+    assert expired.current == pytest.approx(0.3)
+    assert monitor.open_alerts == ()
+    assert explain(expired) == (
+        "Checkout conversion in variant B has stayed down since 02:00 UTC (50.0% → 30.0%); "
+        "after 1 h 10 min it is taken as the new baseline."
+    )
+
+
 def test_simulated_checkout_drop_is_caught_named_and_explained() -> None:
     at = START + 5 * HOUR
     regression = Regression(at=at, step="checkout", drop=0.3, variant="B")

@@ -555,7 +555,7 @@ def _llr(
     return n * delta / var * (deviation - delta / 2)
 
 
-def _mean(metric: Metric, n: float, s: float) -> float:
+def _mean(n: float, s: float) -> float:
     return s / n if n > 0 else math.nan
 
 
@@ -578,6 +578,8 @@ class _Incident:
     recovery_start: float = math.nan
     recovery_n: float = 0.0
     recovery_s: float = 0.0
+    total_n: float = 0.0  # the firing stream's visitors and total since the change point
+    total_s: float = 0.0
 
 
 @dataclass
@@ -722,7 +724,7 @@ class Monitor:
         base = stream.baseline(settings)
         assert base is not None
         n, s, _, _ = stream.window(since)
-        current = _mean(stream.metric, n, s)
+        current = _mean(n, s)
         alert = Alert(
             status=AlertStatus.OPEN,
             step=name,
@@ -742,7 +744,7 @@ class Monitor:
         for other in step.streams.values():
             other.flag_since(since)
             other.cusum.clear()
-        step.incident = _Incident(alert, stream, base)
+        step.incident = _Incident(alert, stream, base, total_n=n, total_s=s)
         return alert
 
     def _follow(
@@ -755,6 +757,8 @@ class Monitor:
         for stream, entry in fresh:
             if stream is not incident.stream:
                 continue
+            incident.total_n += entry.n
+            incident.total_s += entry.s
             llr = _llr(alert.metric, alert.direction, incident.frozen, entry.n, entry.s, settings)
             value = incident.recovery - llr
             if value <= 0:
@@ -771,11 +775,10 @@ class Monitor:
         statistic = incident.recovery
         if incident.recovery >= settings.recovery_threshold:
             status = AlertStatus.RECOVERED
-            current = _mean(alert.metric, incident.recovery_n, incident.recovery_s)
+            current = _mean(incident.recovery_n, incident.recovery_s)
         elif end - alert.at >= settings.max_open_seconds:
             status = AlertStatus.EXPIRED
-            n, s, _, _ = incident.stream.window(alert.since)
-            current = _mean(alert.metric, n, s)
+            current = _mean(incident.total_n, incident.total_s)
         if status is None:
             return None
         step.incident = None
