@@ -408,3 +408,58 @@ def test_without_a_generator_configured_it_is_refused(
         headers=secret,
     )
     assert grammar.status_code == 409  # no phrase library on this campaign
+
+
+def test_segmented_fitness_counts_and_promotes_per_emotional_segment(
+    client: TestClient, secret: dict[str, str], world: World
+) -> None:
+    start(client, secret, segmented=True, generations=1, visitors_per_generation=8)
+    public = basic(world.a.write_key)
+    angry = {"anger": 0.9, "disgust": 0.3, "valence": -0.7, "arousal": 0.8}
+    happy = {"joy": 0.9, "anticipation": 0.5, "valence": 0.8, "arousal": 0.5}
+    moods = {}
+    for index in range(8):
+        visitor = f"visitor-{index:04d}"
+        mood = angry if index % 2 else happy
+        decided = client.post(
+            "/v1/decide", json={"visitor_id": visitor, "emotion": mood}, headers=public
+        )
+        assert decided.status_code == 200, decided.text
+        moods[visitor] = (
+            "frustrated" if index % 2 else "excited",
+            visit(client, world, visitor)[1],
+        )
+    # Each segment's visitors of one design convert: the frustrated ones of the design the
+    # first frustrated visitor saw, the excited ones of another.
+    frustrated_pick = next(d for s, d in moods.values() if s == "frustrated")
+    buyers = [v for v, (s, d) in moods.items() if s == "frustrated" and d == frustrated_pick]
+    convert(client, world, buyers)
+    step(client, world)
+    generations = client.get(
+        "/v1/evolution/campaigns/offer-page/generations",
+        params={"segment": "frustrated"},
+        headers=secret,
+    ).json()
+    counted = {d["key"]: d for d in generations[0]["designs"]}
+    assert sum(d["visitors"] for d in counted.values()) == 4  # only the frustrated visitors
+    assert counted[frustrated_pick]["conversions"] == len(buyers)
+    excited = client.get(
+        "/v1/evolution/campaigns/offer-page/generations",
+        params={"segment": "excited"},
+        headers=secret,
+    ).json()
+    assert sum(d["conversions"] for d in excited[0]["designs"]) == 0
+    campaign = client.get("/v1/evolution/campaigns/offer-page", headers=secret).json()
+    assert [c["segment"] for c in campaign["champions"]] == [
+        "*",
+        "frustrated",
+        "anxious",
+        "excited",
+        "neutral",
+    ]
+    bad = client.get(
+        "/v1/evolution/campaigns/offer-page/generations",
+        params={"segment": "grumpy"},
+        headers=secret,
+    )
+    assert bad.status_code == 422

@@ -802,7 +802,17 @@ def promote(session: Session, campaign: Campaign, data: PromoteRequest, *, actor
     )
     campaign.flag_key = key
     campaign.rollout_id = rollout.id
-    campaign.document = {**campaign.document, "promoted_design": list(design)}
+    # With fitness per emotional segment, each segment is promoted its own champion.
+    segments = {
+        segment: list(loaded.evolution.champion(segment).design)
+        for segment in loaded.evolution.settings.segments
+        if data.design is None
+    }
+    campaign.document = {
+        **campaign.document,
+        "promoted_design": list(design),
+        "promoted_segments": segments,
+    }
     _transition(
         session,
         campaign,
