@@ -396,3 +396,16 @@ def test_bad_counts_are_refused(call: Callable[[Evolution, Design], None], messa
 def test_bad_settings_are_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_while_searching_the_leader_is_weighed_against_the_runners_up() -> None:
+    evolution = Evolution(SPACE, identify_settings(identify_top=3), seed=13)
+    drive(evolution, 4000, seed=1)
+    assert evolution.phase == "search"
+    leader = evolution.champion()
+    assert leader.design == evolution.best()[0]
+    top = evolution.ranking(ALL, designs=evolution.measured())[:3]
+    assert leader.probability_best == evolution.probability_best(ALL, top)[leader.design]
+    assert 0 < leader.probability_best < 1
+    assert leader.identification.trials == 0
+    assert evolution.champions() == {}

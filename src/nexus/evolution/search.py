@@ -810,10 +810,16 @@ class Evolution:
 
     def champion(self, segment: str = ALL) -> Champion:
         """The champion of a segment with its evidence: the identified one once done, else
-        the present leader."""
+        the present leader, with its probability of being best among the candidates (while
+        searching: among the top ``Settings.identify_top`` designs measured so far)."""
         key = self._check_key(segment)
         design = self.best(key)[0]
-        designs = self._candidates.get(key) or [design]
+        designs = (
+            self._candidates.get(key)
+            or self.ranking(key, designs=self.measured(key) or [design])[
+                : self.settings.identify_top
+            ]
+        )
         identify = next((g for g in reversed(self.history) if g.phase == "identify"), None)
         fresh = identify.arms.get((key, design), Arm()) if identify else Arm()
         fresh = Arm(fresh.trials, fresh.conversions)
