@@ -5,6 +5,7 @@ domain's models here when the domain gets tables.
 """
 
 from nexus.emotion import schemas as emotion_schemas
+from nexus.evolution import health as evolution_health
 from nexus.evolution import models as evolution_models
 from nexus.experiments import models as experiments_models
 from nexus.funnels import models as funnels_models
@@ -18,6 +19,7 @@ metadata = Base.metadata
 
 __all__ = [
     "emotion_schemas",
+    "evolution_health",
     "evolution_models",
     "experiments_models",
     "funnels_models",

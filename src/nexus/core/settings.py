@@ -161,6 +161,13 @@ class Settings(BaseSettings):
         description="Seconds between passes that recount evolution campaigns' fitness from "
         "stored events, breed generations and follow promotions.",
     )
+    health_interval: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="Seconds between passes of the funnel monitor over every hosted funnel's "
+        "new events; 0 runs no monitor in this process (run it in one replica).",
+    )
     emotion_models_dir: Path | None = Field(
         default=None,
         description="Directory with the emotion model artifacts; default: those shipped.",
