@@ -187,6 +187,7 @@ SAMPLE_BODIES: dict[str, dict[str, object]] = {
     "PromoteRequest": {},
     "PinRequest": {"gene": "headline", "value": "Hi"},
     "CandidatesRequest": {"gene": "headline", "texts": ["Hey"]},
+    "MonitoringSettings": {"automatic_rollback": True},
 }
 # POSTs that only read (a query in a body): a viewer may use them.
 READ_ONLY_POSTS = {"/v1/funnels/query"}

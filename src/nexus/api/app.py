@@ -44,7 +44,9 @@ from nexus.events import views as events_views
 from nexus.events.bots import BotMarker
 from nexus.events.store import WorkspaceBatch
 from nexus.events.subjects import EventSubjects, JournalSubjects
+from nexus.evolution import health_views as evolution_health_views
 from nexus.evolution import views as evolution_views
+from nexus.evolution.health import HealthWorker
 from nexus.evolution.runtime import EvolutionRuntime, EvolutionWorker
 from nexus.experiments import service as experiments_service
 from nexus.experiments import views as experiments_views
@@ -88,6 +90,7 @@ DOMAIN_ROUTERS = [
     privacy_views.router,
     pages_views.router,
     evolution_views.router,
+    evolution_health_views.router,
 ]
 
 
@@ -122,12 +125,13 @@ def create_app(  # noqa: PLR0915 - the lifespan wires every runtime, in order
         app.state.emotion = emotion
         events.pipeline.enrich = emotion.enrich
         worker = _decision_engine(app, database, events, emotion, settings)
-        evolution = _evolution_engine(app, database, events, settings)
+        evolution, health_worker = _evolution_engine(app, database, events, settings)
         privacy = _privacy_engine(app, database, events, settings)
         await run_in_threadpool(privacy.warm_up)
         events.start()
         worker.start()
         evolution.start()
+        health_worker.start()
         retention = asyncio.create_task(_retention_schedule(privacy, settings))
         if freeze_gc:
             gc.collect()
@@ -137,6 +141,7 @@ def create_app(  # noqa: PLR0915 - the lifespan wires every runtime, in order
             yield
         finally:
             retention.cancel()
+            await health_worker.stop()
             await evolution.stop()
             await worker.stop()
             # Store what was acknowledged before the process goes (a kill -9 skips this; the
@@ -247,8 +252,9 @@ def _evolution_engine(
     database: Database,
     events: events_service.EventsRuntime,
     settings: Settings,
-) -> EvolutionWorker:
-    """Evolved designs for the hosted pages, and the worker that steps campaigns."""
+) -> tuple[EvolutionWorker, HealthWorker]:
+    """Evolved designs for the hosted pages, the worker that steps campaigns, and the one
+    that watches every hosted funnel's health."""
     runtime = EvolutionRuntime(database.session, app.state.decisions)
     app.state.designer = runtime
     events.pipeline.listeners.append(runtime.flows.observe)
@@ -260,20 +266,36 @@ def _evolution_engine(
         pipeline = events.pipeline
         await run_in_threadpool(pipeline.wait_until_stored, pipeline.journal.end, 5.0)
 
+    post = functools.partial(
+        post_webhook,
+        keys_dir=keys_directory(settings),
+        allow_private=settings.webhook_allow_private,
+    )
     worker = EvolutionWorker(
         runtime=runtime,
         session=database.session,
         store=lambda: events.store,
         interval=settings.evolution_interval,
-        post=functools.partial(
-            post_webhook,
-            keys_dir=keys_directory(settings),
-            allow_private=settings.webhook_allow_private,
-        ),
+        post=post,
         before_pass=before_pass,
     )
     app.state.evolution_worker = worker
-    return worker
+
+    def invalidate(workspace_id: str, funnel: str) -> None:
+        # A rollback changed a flag and a campaign: serve the page as it was at once.
+        runtime.invalidate(workspace_id, funnel)
+        app.state.decisions.invalidate(workspace_id)
+
+    health_worker = HealthWorker(
+        session=database.session,
+        store=lambda: events.store,
+        interval=settings.health_interval,
+        post=post,
+        invalidate=invalidate,
+        before_pass=before_pass,
+    )
+    app.state.health_worker = health_worker
+    return worker, health_worker
 
 
 def _privacy_engine(
