@@ -463,3 +463,28 @@ def test_segmented_fitness_counts_and_promotes_per_emotional_segment(
         headers=secret,
     )
     assert bad.status_code == 422
+
+
+def test_a_pin_after_generations_keeps_the_genealogy(
+    client: TestClient, secret: dict[str, str], world: World
+) -> None:
+    start(client, secret, visitors_per_generation=8, generations=3)
+    for _ in range(8):
+        visit(client, world)
+    step(client, world)  # generation 1 measured, generation 2 bred
+    base = "/v1/evolution/campaigns/offer-page"
+    pinned = client.post(f"{base}/pin", json={"gene": "faq", "value": "on"}, headers=secret)
+    assert pinned.status_code == 200, pinned.text
+    generations = client.get(f"{base}/generations", headers=secret).json()
+    assert len(generations) == 2
+    assert generations[0]["visitors"] == 8  # the measured generation is still there
+    assert {d["values"]["faq"] for d in generations[-1]["designs"]} == {"on"}
+    # The search goes on from the pinned generation.
+    for _ in range(8):
+        assert visit(client, world)[1]
+    step(client, world)
+    generations = client.get(f"{base}/generations", headers=secret).json()
+    assert len(generations) == 3
+    assert {d["values"]["faq"] for d in generations[-1]["designs"]} == {"on"}
+    unpinned = client.post(f"{base}/pin", json={"gene": "faq", "value": None}, headers=secret)
+    assert unpinned.status_code == 200, unpinned.text

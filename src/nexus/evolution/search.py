@@ -853,8 +853,14 @@ class Evolution:
         # every segment's best first, then every segment's second, and so on, leaving at
         # least half the population to children when there are many segments.
         upto = len(self.history)
+        # Only designs the space allows now: one measured before a pin stays in the
+        # genealogy but is neither kept nor bred from.
         ranked = [
-            self._rank(segment, self.measured(segment) or done.designs, upto)
+            [
+                d
+                for d in self._rank(segment, self.measured(segment) or done.designs, upto)
+                if space.valid(d)
+            ]
             for segment in segments
         ]
         cap = settings.elite if len(segments) == 1 else max(1, settings.population // 2)
@@ -1037,7 +1043,14 @@ class Evolution:
         evolution._identify_budget = int(state["identify_visitors"])
 
         def design(values: Sequence[int]) -> Design:
-            return space.check(tuple(int(v) for v in values))
+            # The shape only: a design measured before a person pinned a gene (or added an
+            # exclusion) stays in the genealogy though the space would not draw it now.
+            found = tuple(int(v) for v in values)
+            if len(found) != len(space.genes) or any(
+                not 0 <= v < len(g.values) for g, v in zip(space.genes, found, strict=True)
+            ):
+                raise ValueError(f"design {list(found)} does not fit the design space")
+            return found
 
         evolution._candidates = {
             str(k): [design(d) for d in v] for k, v in state["candidates"].items()
