@@ -409,3 +409,20 @@ def test_while_searching_the_leader_is_weighed_against_the_runners_up() -> None:
     assert 0 < leader.probability_best < 1
     assert leader.identification.trials == 0
     assert evolution.champions() == {}
+
+
+def test_designs_a_later_pin_rules_out_are_never_promoted() -> None:
+    settings = identify_settings(generations=0)
+    evolution = Evolution(SPACE, settings, seed=14)
+    drive(evolution, 6000, seed=1)
+    leader = evolution.best()[0]
+    value = str((leader[0] + 1) % 4)  # pin the leader's first gene to another value
+    pinned = DesignSpace.build(GENES, pins={"g0": value})
+    restored = Evolution.from_state(pinned, settings, json.loads(json.dumps(evolution.to_state())))
+    assert leader in restored.measured()  # the genealogy keeps it
+    assert pinned.valid(restored.best()[0])
+    assert pinned.valid(restored.champion().design)
+    restored.start_identification(k=3, visitors=0)
+    assert restored.candidates()
+    assert all(pinned.valid(d) for d in restored.candidates())
+    assert pinned.valid(restored.finish()[ALL].design)

@@ -711,6 +711,13 @@ class Evolution:
                     seen[design] = None
         return list(seen)
 
+    def _contenders(self, segment: str) -> list[Design]:
+        """Measured designs the space allows now (a pin or an exclusion added later rules
+        some out: they stay in the genealogy, but are neither kept, bred, nor promoted);
+        the current generation's allowed designs when none is measured yet."""
+        allowed = [d for d in self.measured(segment) if self.space.valid(d)]
+        return allowed or [d for d in self.current.designs if self.space.valid(d)]
+
     def best(self, segment: str = ALL) -> tuple[Design, Arm]:
         """The current champion and its counts over every generation: the identified one
         once identification is done, else the best posterior mean of every design
@@ -721,8 +728,7 @@ class Evolution:
         elif self.current.phase == "identify":
             design = self.ranking(key, designs=self._candidates[key])[0]
         else:
-            measured = self.measured(key) or self.current.designs
-            design = self.ranking(key, designs=measured)[0]
+            design = self.ranking(key, designs=self._contenders(key) or self.current.designs)[0]
         return design, self.pooled(key, design)
 
     def probability_best(
@@ -773,7 +779,7 @@ class Evolution:
             self._model_cache = None
         candidates: dict[str, list[Design]] = {}
         for key in self.keys:
-            pool = self.measured(key) or list(self.current.designs)
+            pool = self._contenders(key) or list(self.current.designs)
             candidates[key] = self.ranking(key, designs=pool)[:k]
         for key in self.settings.segments:  # a segment also weighs everyone's leaders
             candidates[key] += [d for d in candidates[ALL] if d not in candidates[key]]
@@ -816,7 +822,7 @@ class Evolution:
         design = self.best(key)[0]
         designs = (
             self._candidates.get(key)
-            or self.ranking(key, designs=self.measured(key) or [design])[
+            or self.ranking(key, designs=self._contenders(key) or [design])[
                 : self.settings.identify_top
             ]
         )
@@ -856,11 +862,7 @@ class Evolution:
         # Only designs the space allows now: one measured before a pin stays in the
         # genealogy but is neither kept nor bred from.
         ranked = [
-            [
-                d
-                for d in self._rank(segment, self.measured(segment) or done.designs, upto)
-                if space.valid(d)
-            ]
+            self._rank(segment, self._contenders(segment) or done.designs, upto)
             for segment in segments
         ]
         cap = settings.elite if len(segments) == 1 else max(1, settings.population // 2)
