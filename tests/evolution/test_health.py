@@ -254,7 +254,7 @@ def test_a_regression_in_one_variant_is_alerted_and_its_design_rolled_back(
     alert = feed[0]
     assert alert["kind"] == "alert"
     assert alert["campaign"] == "offer-page"
-    assert alert["message"].startswith("Offer conversion")
+    assert alert["message"].startswith("spring-sale: Offer conversion")
     assert f"variant {design}" in alert["message"]
     details = alert["details"]
     assert (details["funnel"], details["step"], details["status"]) == (FUNNEL, "offer", "open")

@@ -875,7 +875,8 @@ class HealthWorker:
                 if any(_same(entry, details) for entry in known):
                     continue  # raised before this process started (a replay)
                 campaign, design = self._campaign_of(db, funnel, alert)
-                message = monitor.explain(alert)
+                # The feed holds every funnel's alerts: say which funnel first.
+                message = f"{funnel.slug}: {monitor.explain(alert)}"
                 entry = service.record(
                     db,
                     workspace_id=funnel.workspace_id,
