@@ -74,15 +74,15 @@ class Config:
 
 
 CONFIGS = (
-    Config("as specified: 1,000-3,000 visitors/h", FunnelModel(), injected=450, clean_days=60),
+    Config("1,000-3,000 visitors/h", FunnelModel(), injected=450, clean_days=60),
     Config(
-        "3x traffic: 3,000-9,000 visitors/h",
+        "3,000-9,000 visitors/h",
         FunnelModel(visitors_per_hour=(3_000.0, 9_000.0)),
         injected=120,
         clean_days=30,
     ),
     Config(
-        "10x traffic: 10,000-30,000 visitors/h",
+        "10,000-30,000 visitors/h",
         FunnelModel(visitors_per_hour=(10_000.0, 30_000.0)),
         injected=120,
         clean_days=30,
@@ -421,6 +421,12 @@ def run() -> Section:
                 for result in results
                 for part in (f"Where the misses are ({result.config.name}):", _breakdown(result))
             ),
+            "What the 30-minute bar needs is evidence, and evidence is traffic: a drop is "
+            "caught within 30 minutes when the affected visitors' first 30 minutes carry "
+            "well over the alarm threshold (the table below), which a 20-40 % drop at the "
+            "offer or checkout of a funnel with 1,000-3,000 visitors an hour does not "
+            "(4-6 nats against about 12 at a fifth of a false alarm a day; it is caught in "
+            "about an hour instead). From 10,000 visitors an hour the bar is met.",
             "Detection against the evidence the first 30 minutes hold (expected log-likelihood "
             "ratio of the affected visitors, all configurations pooled; the threshold is "
             f"{main.threshold:.1f} nats):",
