@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -21,8 +21,9 @@ from nexus.cli.funnels import JsonOption, WorkspaceOption, _database, _workspace
 from nexus.cli.output import console, fail, print_json, print_table
 from nexus.core.errors import NexusError
 from nexus.core.settings import Settings
-from nexus.evolution import service
-from nexus.evolution.models import CampaignCreate, CampaignRead, PromoteRequest
+
+if TYPE_CHECKING:
+    from nexus.evolution.models import CampaignCreate, CampaignRead
 
 evolve_app = typer.Typer(
     help="Evolution campaigns: evolve a hosted step page on live traffic.", no_args_is_help=True
@@ -33,6 +34,8 @@ ACTOR = "cli"
 
 
 def _read_document(path: str) -> CampaignCreate:
+    from nexus.evolution.models import CampaignCreate  # noqa: PLC0415 - the CLI starts fast
+
     try:
         raw = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -83,6 +86,8 @@ def evolve_start(
 ) -> None:
     """Start a campaign from a JSON document (key, funnel, step, genes, settings …)."""
     data = _read_document(document)
+    from nexus.evolution import service  # noqa: PLC0415 - the CLI starts fast
+
     database = _database(Settings())
     try:
         workspace_id = _workspace(database, workspace)
@@ -107,6 +112,8 @@ def evolve_status(
     as_json: JsonOption = False,
 ) -> None:
     """Campaigns with their phase and champions."""
+    from nexus.evolution import service  # noqa: PLC0415 - the CLI starts fast
+
     database = _database(Settings())
     try:
         workspace_id = _workspace(database, workspace)
@@ -150,6 +157,8 @@ def evolve_status(
 
 
 def _act(key: str, workspace: str | None, action: str, comment: str, as_json: bool) -> None:
+    from nexus.evolution import service  # noqa: PLC0415 - the CLI starts fast
+
     database = _database(Settings())
     try:
         workspace_id = _workspace(database, workspace)
@@ -162,6 +171,8 @@ def _act(key: str, workspace: str | None, action: str, comment: str, as_json: bo
             elif action == "resume":
                 service.resume(db, campaign, actor=ACTOR, comment=comment)
             else:
+                from nexus.evolution.models import PromoteRequest  # noqa: PLC0415
+
                 service.promote(db, campaign, PromoteRequest(comment=comment), actor=ACTOR)
             read = service.read(service.load(db, campaign))
     except NexusError as exc:

@@ -186,7 +186,15 @@ def period(
 ) -> Period:
     """The reporting period, defaulted and checked (``start < end``, at most ~3 years)."""
     end = as_utc(end) if end is not None else utcnow()
-    start = as_utc(start) if start is not None else end - DEFAULT_PERIOD
+    if start is None:
+        try:
+            start = end - DEFAULT_PERIOD
+        except OverflowError:  # an end in the first days of year 1
+            raise InvalidInput(
+                f"end must be after {datetime.min.year + 1:04d}-01-01.",
+                errors=[FieldError(("query", "end"), "too early")],
+            ) from None
+    start = as_utc(start)
     if start >= end:
         raise InvalidInput(
             "start must be before end.", errors=[FieldError(("query", "start"), "after end")]
