@@ -127,6 +127,14 @@ def test_a_campaign_serves_designs_counts_real_conversions_and_breeds(
     assert generations[0]["best"]["key"] == favourite
     assert len(generations) == 2  # the next generation is bred
     assert favourite in {d["key"] for d in generations[1]["designs"]}  # elitism
+    campaign = client.get("/v1/evolution/campaigns/offer-page", headers=secret).json()
+    lineage = campaign["champions"][0]["lineage"]
+    # The champion's genealogy, newest first, back to the generation it was drawn in.
+    assert lineage[-1]["generation"] == 0
+    assert lineage[-1]["parents"] == []
+    assert [a["generation"] for a in lineage] == sorted(
+        (a["generation"] for a in lineage), reverse=True
+    )
     assert generations[1]["designs"][0]["visitors"] == 0
 
     feed = client.get("/v1/evolution/activity", headers=secret).json()["items"]

@@ -27,6 +27,7 @@ def test_a_campaign_is_shown_steered_and_explained(client: TestClient, world: Wo
     assert 'data-testid="campaign-row"' in html
     assert 'data-status="running"' in html
     assert "Best design per generation, with its 95 % interval" in html  # the fitness chart
+    assert 'data-testid="lineage"' in html  # the champion's genealogy
     genealogy = html[html.index('data-testid="genealogy"') :]
     assert "elite, kept" in genealogy or "child of" in genealogy  # the bred generation
     feed = html[html.index('data-testid="activity"') :]

@@ -192,10 +192,23 @@ class GenerationRead(BaseModel):
     best: DesignRead | None
 
 
+class Ancestor(BaseModel):
+    """One step of a champion's genealogy: in which generation it (or the parent it came
+    from) was served, and that design's own parents (itself: kept as an elite)."""
+
+    generation: int
+    design: str
+    values: dict[str, str]
+    parents: list[str]
+
+
 class ChampionRead(BaseModel):
     segment: str
     design: DesignRead
     probability_best: float | None = None
+    lineage: list[Ancestor] = Field(
+        default_factory=list, description="Where the champion came from, newest first."
+    )
 
 
 class CampaignRead(BaseModel):

@@ -38,6 +38,7 @@ from nexus.evolution.models import (
     SERVING,
     Activity,
     ActivityRead,
+    Ancestor,
     Campaign,
     CampaignCreate,
     CampaignRead,
@@ -383,6 +384,15 @@ def champions(loaded: Loaded) -> list[ChampionRead]:
                     interval=Interval(low=round(low, 6), high=round(high, 6)),
                 ),
                 probability_best=round(champion.probability_best, 4),
+                lineage=[
+                    Ancestor(
+                        generation=number,
+                        design=DesignSpace.key(ancestor),
+                        values=loaded.space.describe(ancestor),
+                        parents=[DesignSpace.key(p) for p in parents],
+                    )
+                    for number, ancestor, parents in evolution.lineage(design)
+                ],
             )
         )
     return out
