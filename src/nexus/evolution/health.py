@@ -67,7 +67,7 @@ from nexus.events.store import (
 from nexus.evolution import monitor, service
 from nexus.evolution.genome import DesignSpace
 from nexus.evolution.models import Activity, Campaign
-from nexus.experiments import service as experiments_service
+from nexus.evolution.runtime import post_to_webhook
 from nexus.pages import service as pages_service
 from nexus.pages.models import HostedFunnel, HostedFunnelBody
 from nexus.security.service import append_entry
@@ -748,16 +748,7 @@ class HealthWorker:
     def notify(self, workspace_id: str, notice: dict[str, Any]) -> None:
         """Keep the notice, and POST it to the workspace's webhook if it has one."""
         self.notices.append(notice)
-        if self._post is None:
-            return
-        with self._session() as db:
-            url = experiments_service.get_decision_settings(
-                db, workspace_id=workspace_id
-            ).webhook_url
-        if url:
-            threading.Thread(
-                target=self._post, args=(url, notice), name="nexus-webhook", daemon=True
-            ).start()
+        post_to_webhook(self._session, self._post, workspace_id, notice)
 
     def _funnels(self) -> list[_Funnel]:
         with self._session() as db:

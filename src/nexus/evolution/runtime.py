@@ -294,6 +294,21 @@ class EvolutionRuntime:
                     self._inflight.pop(key, None)
 
 
+def post_to_webhook(
+    session: Callable[[], AbstractContextManager[Session]],
+    post: Callable[[str, dict[str, Any]], None] | None,
+    workspace_id: str,
+    notice: dict[str, Any],
+) -> None:
+    """POST ``notice`` to the workspace's webhook, if it has one, on a thread of its own."""
+    if post is None:
+        return
+    with session() as db:
+        url = experiments_service.get_decision_settings(db, workspace_id=workspace_id).webhook_url
+    if url:
+        threading.Thread(target=post, args=(url, notice), name="nexus-webhook", daemon=True).start()
+
+
 class EvolutionWorker:
     """Steps every active campaign now and then; :meth:`run_once` is what tests call."""
 
@@ -318,16 +333,7 @@ class EvolutionWorker:
 
     def notify(self, workspace_id: str, notice: dict[str, Any]) -> None:
         self.notices.append(notice)
-        if self._post is None:
-            return
-        with self._session() as db:
-            url = experiments_service.get_decision_settings(
-                db, workspace_id=workspace_id
-            ).webhook_url
-        if url:
-            threading.Thread(
-                target=self._post, args=(url, notice), name="nexus-webhook", daemon=True
-            ).start()
+        post_to_webhook(self._session, self._post, workspace_id, notice)
 
     def step_all(self) -> int:
         """One pass over every active campaign (blocking). Returns the campaigns changed."""
